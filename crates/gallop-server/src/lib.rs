@@ -1,0 +1,1 @@
+//! HTTP routes, auth, safe fetching, the durable job store, result storage and the worker.

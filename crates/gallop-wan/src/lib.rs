@@ -1,0 +1,1 @@
+//! Wan-family video diffusion in candle: transformer, VAE, encoders, schedulers, pipelines.
