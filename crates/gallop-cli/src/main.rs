@@ -1,1 +1,48 @@
-fn main() {}
+//! The `gallop` binary: one command per job, each in its own module; no business logic here.
+
+mod debug;
+mod generate;
+mod serve;
+mod token;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gallop",
+    version,
+    about = "Self-hosted image-to-video and reference-to-video generation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve(serve::Args),
+    /// Generate one video from the command line.
+    Generate(generate::Args),
+    /// Manage API tokens.
+    Token(token::Args),
+    /// Developer tools: run one model component on tensors from a file.
+    Debug(debug::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Token(a) => token::run(a),
+        Command::Debug(a) => debug::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use gallop_api::{Geometry, GenerationRequest};
+use gallop_api::{GenerationRequest, Geometry};
 use image::RgbImage;
 use serde::Serialize;
 
@@ -46,7 +46,11 @@ pub struct RunContext<'a> {
 
 impl RunContext<'_> {
     pub fn check_cancel(&self) -> Result<(), EngineError> {
-        if self.cancel.load(Ordering::Relaxed) { Err(EngineError::Cancelled) } else { Ok(()) }
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(EngineError::Cancelled)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -62,5 +66,9 @@ pub enum EngineError {
 
 pub trait Engine: Send + Sync {
     fn info(&self) -> EngineInfo;
-    fn generate(&self, input: &EngineInput<'_>, ctx: &mut RunContext<'_>) -> Result<(), EngineError>;
+    fn generate(
+        &self,
+        input: &EngineInput<'_>,
+        ctx: &mut RunContext<'_>,
+    ) -> Result<(), EngineError>;
 }

@@ -1,1 +1,8 @@
-//! HTTP routes, auth, safe fetching, the durable job store, result storage and the worker.
+//! HTTP routes for each API shape, auth, safe input fetching, the durable job store, result
+//! storage and the worker loop. No model math.
+
+pub mod fetch;
+pub mod signing;
+pub mod storage;
+pub mod store;
+pub mod worker;

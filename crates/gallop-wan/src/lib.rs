@@ -1,1 +1,11 @@
-//! Wan-family video diffusion in candle: transformer, VAE, encoders, schedulers, pipelines.
+//! Wan-family video diffusion in candle: transformer, VAE, text and image encoders, schedulers,
+//! pipelines, and checkpoint loading from the diffusers layout. No HTTP, no jobs.
+
+pub mod clip;
+pub mod debug;
+pub mod scheduler;
+pub mod t5;
+pub mod testing;
+pub mod transformer;
+pub mod vae;
+pub mod weights;

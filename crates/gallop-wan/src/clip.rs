@@ -1,0 +1,1 @@
+//! Owned by the issue that builds it.

@@ -1,0 +1,20 @@
+//! `gallop debug forward`: run one component on named tensors from a safetensors file and write
+//! its output, the same path the golden-fixture tests take.
+
+use std::path::Path;
+
+/// Components and the function that runs each. Each component module owns its entry.
+pub fn forward(
+    component: &str,
+    model_dir: &Path,
+    inputs: &Path,
+    output: &Path,
+) -> anyhow::Result<()> {
+    let run: fn(&Path, &Path, &Path) -> anyhow::Result<()> = match component {
+        // Each component module adds its line here: "name" => module::debug_forward,
+        other => anyhow::bail!(
+            "unknown component {other:?}: expected transformer, vae-encode, vae-decode, text-encoder or image-encoder"
+        ),
+    };
+    run(model_dir, inputs, output)
+}
