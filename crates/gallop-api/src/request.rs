@@ -67,6 +67,89 @@ pub enum Ratio {
     R4x5,
 }
 
+impl Resolution {
+    pub const ALL: [Resolution; 2] = [Resolution::P720, Resolution::P1080];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::P720 => "720P",
+            Resolution::P1080 => "1080P",
+        }
+    }
+
+    /// Exact spelling only, as the schema's enum.
+    pub fn parse(s: &str) -> Option<Resolution> {
+        Resolution::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Ratio {
+    /// In the seed schema's order.
+    pub const ALL: [Ratio; 9] = [
+        Ratio::R16x9,
+        Ratio::R9x16,
+        Ratio::R3x4,
+        Ratio::R4x3,
+        Ratio::R1x1,
+        Ratio::R21x9,
+        Ratio::R9x21,
+        Ratio::R5x4,
+        Ratio::R4x5,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ratio::R16x9 => "16:9",
+            Ratio::R9x16 => "9:16",
+            Ratio::R3x4 => "3:4",
+            Ratio::R4x3 => "4:3",
+            Ratio::R1x1 => "1:1",
+            Ratio::R21x9 => "21:9",
+            Ratio::R9x21 => "9:21",
+            Ratio::R5x4 => "5:4",
+            Ratio::R4x5 => "4:5",
+        }
+    }
+
+    /// Exact spelling only, as the schema's enum.
+    pub fn parse(s: &str) -> Option<Ratio> {
+        Ratio::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// (width part, height part), e.g. (16, 9).
+    pub fn parts(self) -> (u32, u32) {
+        match self {
+            Ratio::R16x9 => (16, 9),
+            Ratio::R9x16 => (9, 16),
+            Ratio::R3x4 => (3, 4),
+            Ratio::R4x3 => (4, 3),
+            Ratio::R1x1 => (1, 1),
+            Ratio::R21x9 => (21, 9),
+            Ratio::R9x21 => (9, 21),
+            Ratio::R5x4 => (5, 4),
+            Ratio::R4x5 => (4, 5),
+        }
+    }
+
+    /// Width over height.
+    pub fn value(self) -> f64 {
+        let (w, h) = self.parts();
+        w as f64 / h as f64
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Output frames per second, fixed by the seeds.
 pub const FPS: u32 = 24;
 pub const DEFAULT_DURATION: u32 = 5;
