@@ -1,5 +1,15 @@
 //! The `Engine` trait every generator implements, and the motion-preview engine that needs no
-//! weights. An engine turns a validated request plus decoded images into frames.
+//! weights. An engine turns a validated request plus decoded images into frames;
+//! [`render::render_video`] wraps any engine into the whole run (watermark, H.264 MP4) that the
+//! CLI and the server's worker share.
+
+pub mod camera;
+pub mod preview;
+pub mod render;
+mod warp;
+
+pub use preview::PreviewEngine;
+pub use render::{RenderHooks, RenderOptions, RenderOutput, render_video};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -64,7 +74,11 @@ pub enum EngineError {
     Failed(String),
 }
 
+/// A generator of frames. Implementations must send exactly `input.geometry.frames` frames of
+/// `input.geometry` size to `ctx.sink`, report progress, and return [`EngineError::Cancelled`]
+/// soon after `ctx.cancel` is set. The same input and seed must give the same frames.
 pub trait Engine: Send + Sync {
+    /// Which engine this is, reported with every result.
     fn info(&self) -> EngineInfo;
     fn generate(
         &self,

@@ -1,0 +1,159 @@
+//! One whole run, shared by `gallop generate` and the server's worker: decoded images in, a
+//! watermarked H.264 MP4 out. Fetching the images is the caller's job (the CLI reads paths, the
+//! server fetches safely); everything after the bytes is here so both produce the same video.
+
+use std::sync::atomic::AtomicBool;
+
+use gallop_api::{GenerationRequest, MAX_SEED, ModelId};
+use gallop_media::{DecodeLimits, Mp4Encoder, Watermark};
+use image::RgbImage;
+
+use crate::{Engine, EngineError, EngineInfo, EngineInput, Progress, RunContext};
+
+/// Choices of the operator, not of the request.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Text of the visible mark; None uses [`gallop_media::DEFAULT_WATERMARK`]. Only drawn when
+    /// the request's `watermark` is true.
+    pub watermark_text: Option<String>,
+}
+
+/// The caller's side of a render: progress, cancel, and an optional look at every frame.
+pub struct RenderHooks<'a> {
+    pub progress: &'a mut dyn FnMut(Progress),
+    pub cancel: &'a AtomicBool,
+    /// Sees each frame exactly as it goes to the encoder (watermark drawn), with its index.
+    /// For debugging and tests (`gallop generate --dump-frames`).
+    pub inspect: Option<&'a mut dyn FnMut(u32, &RgbImage) -> Result<(), String>>,
+}
+
+/// What a render made.
+#[derive(Debug, Clone)]
+pub struct RenderOutput {
+    /// H.264 in MP4, moov before mdat.
+    pub mp4: Vec<u8>,
+    pub frames: u32,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// The seed in force: the request's, or the one picked for it.
+    pub seed: u32,
+    pub engine: EngineInfo,
+}
+
+impl RenderOutput {
+    /// Seconds of video.
+    pub fn duration_secs(&self) -> f64 {
+        self.frames as f64 / self.fps as f64
+    }
+}
+
+/// A bad input image, named by its request field (`/input/images/1`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InputImageError {
+    pub field: String,
+    pub message: String,
+}
+
+/// The request field that carries image `index`: `/input/image` for i2v, `/input/images/N` for r2v.
+pub fn image_field(model: ModelId, index: usize) -> String {
+    match model {
+        ModelId::HhI2v => "/input/image".to_string(),
+        ModelId::HhR2v => format!("/input/images/{index}"),
+    }
+}
+
+/// Decodes the request's images (bytes in request order) with the model's limits: i2v sides
+/// >= 300 px, r2v short side >= 400 px, both at most 20 MB and aspect within 2.5:1.
+pub fn decode_request_images(
+    model: ModelId,
+    bytes: &[Vec<u8>],
+) -> Result<Vec<RgbImage>, InputImageError> {
+    let limits = match model {
+        ModelId::HhI2v => DecodeLimits::i2v(),
+        ModelId::HhR2v => DecodeLimits::r2v(),
+    };
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            gallop_media::decode_image(b, &limits).map_err(|e| InputImageError {
+                field: image_field(model, i),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// A seed for a request that has none, within the schema's 0..=2147483647.
+pub fn random_seed() -> u32 {
+    rand::random_range(0..=MAX_SEED)
+}
+
+/// Runs `engine` on `request` and `images` (decoded, in request order), draws the watermark
+/// unless the request turns it off, and encodes the frames as they come.
+pub fn render_video(
+    engine: &dyn Engine,
+    request: &GenerationRequest,
+    images: &[RgbImage],
+    options: &RenderOptions,
+    hooks: RenderHooks<'_>,
+) -> Result<RenderOutput, EngineError> {
+    let first = images.first().map(|i| i.dimensions());
+    let geometry = request.geometry(first);
+    let seed = request.seed.unwrap_or_else(random_seed);
+    let mut encoder = Mp4Encoder::new(geometry.width, geometry.height, geometry.fps)
+        .map_err(|e| EngineError::Failed(e.to_string()))?;
+    let watermark = request.watermark.then(|| {
+        let text = options
+            .watermark_text
+            .as_deref()
+            .unwrap_or(gallop_media::DEFAULT_WATERMARK);
+        Watermark::new(text, geometry.width, geometry.height)
+    });
+    let mut inspect = hooks.inspect;
+    let mut index = 0u32;
+    {
+        let mut sink = |mut frame: RgbImage| -> Result<(), String> {
+            if let Some(mark) = &watermark {
+                mark.apply(&mut frame);
+            }
+            if let Some(look) = inspect.as_mut() {
+                look(index, &frame)?;
+            }
+            index += 1;
+            encoder.push(&frame).map_err(|e| e.to_string())
+        };
+        let input = EngineInput {
+            request,
+            images,
+            geometry,
+            seed,
+        };
+        let mut ctx = RunContext {
+            progress: hooks.progress,
+            cancel: hooks.cancel,
+            sink: &mut sink,
+        };
+        engine.generate(&input, &mut ctx)?;
+    }
+    if index != geometry.frames {
+        return Err(EngineError::Failed(format!(
+            "engine made {index} frames; the video needs {}",
+            geometry.frames
+        )));
+    }
+    let mp4 = encoder
+        .finish()
+        .map_err(|e| EngineError::Failed(e.to_string()))?;
+    Ok(RenderOutput {
+        mp4,
+        frames: geometry.frames,
+        width: geometry.width,
+        height: geometry.height,
+        fps: geometry.fps,
+        seed,
+        engine: engine.info(),
+    })
+}
