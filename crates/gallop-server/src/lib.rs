@@ -1,8 +1,14 @@
 //! HTTP routes for each API shape, auth, safe input fetching, the durable job store, result
 //! storage and the worker loop. No model math.
 
+pub mod app;
+pub mod config;
 pub mod fetch;
+pub mod http;
 pub mod signing;
 pub mod storage;
 pub mod store;
 pub mod worker;
+
+pub use app::{RunningServer, run, start};
+pub use config::ServerConfig;

@@ -1,0 +1,77 @@
+//! What an operator can set when starting the service. `gallop serve` fills this from its flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `run` needs to start one gallop server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen. Port 0 picks a free port (tests).
+    pub addr: SocketAddr,
+    /// Holds the SQLite job store, inputs, outputs and the signing key.
+    pub data_dir: PathBuf,
+    /// Base of every absolute URL the server hands out (`result.video`). None: `http://ADDR`
+    /// with the port actually bound.
+    pub public_url: Option<String>,
+    /// Lets image uris reach loopback and private addresses (local use and tests).
+    pub allow_private_fetch: bool,
+    /// Jobs generated at the same time in this process.
+    pub workers: usize,
+    /// How long a synchronous `/ai/run` waits for the video before answering 408 with the
+    /// request id, so the client can poll.
+    pub sync_wait: Duration,
+    /// A job running longer than this fails.
+    pub job_timeout: Duration,
+    /// Queued (not yet running) jobs accepted before new ones get 429.
+    pub queue_limit: usize,
+    /// Largest request body accepted (413 past it).
+    pub body_limit: usize,
+    /// How long a signed result URL stays valid.
+    pub url_ttl: Duration,
+}
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Room for a few base64 data: uris of up to 20 MB images each, and no more.
+pub const DEFAULT_BODY_LIMIT: usize = 30 * 1024 * 1024;
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: DEFAULT_ADDR.parse().expect("default address parses"),
+            data_dir: PathBuf::from("gallop-data"),
+            public_url: None,
+            allow_private_fetch: false,
+            workers: 1,
+            sync_wait: Duration::from_secs(300),
+            job_timeout: Duration::from_secs(3600),
+            queue_limit: 100,
+            body_limit: DEFAULT_BODY_LIMIT,
+            url_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The public base URL without a trailing slash: the configured one, or `http://` plus the bound
+/// address.
+pub fn public_base(configured: Option<&str>, bound: SocketAddr) -> String {
+    match configured {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("http://{bound}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_base_trims_slash_and_falls_back_to_bound_address() {
+        let bound: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        assert_eq!(
+            public_base(Some("https://v.example/"), bound),
+            "https://v.example"
+        );
+        assert_eq!(public_base(None, bound), "http://127.0.0.1:4567");
+    }
+}

@@ -1,0 +1,235 @@
+//! The HTTP face: one router over every API shape (Cloudflare, DashScope, gallop's own `/v1`),
+//! bearer auth, downloads with Range, OpenAPI, health and metrics. Handlers only translate between
+//! HTTP and the store; validation lives in `gallop-api`, generation in the worker.
+
+pub mod auth;
+pub mod body;
+pub(crate) mod cloudflare;
+mod dashscope;
+pub mod error;
+mod files;
+mod jobs;
+pub mod metrics;
+pub mod openapi;
+mod ops;
+pub mod range;
+mod uploads;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use gallop_api::{GenerationRequest, ModelId};
+use gallop_engine::EngineInfo;
+use tower_http::trace::TraceLayer;
+
+use crate::signing::UrlSigner;
+use crate::storage::Storage;
+use crate::store::{Idempotency, Job, JobStatus, JobStore, NewJob, StoreError, Submitted};
+use error::ApiError;
+use metrics::Metrics;
+use view::JobExtras;
+
+/// Everything a handler reads. Built once by `app::build`.
+pub struct AppState {
+    pub store: Arc<dyn JobStore>,
+    pub storage: Storage,
+    pub signer: UrlSigner,
+    pub metrics: Metrics,
+    /// Absolute base of URLs handed out, no trailing slash.
+    pub public_url: String,
+    /// How long a synchronous `/ai/run` waits before answering 408.
+    pub sync_wait: Duration,
+    /// Largest accepted request body.
+    pub body_limit: usize,
+    /// Lifetime of a result link, counted from the job's end.
+    pub url_ttl: Duration,
+    /// Which engine serves each model id (reported by `/v1/models`).
+    pub engines: Vec<(ModelId, EngineInfo)>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The whole router with its layers.
+pub fn router(state: SharedState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .route(
+            "/client/v4/accounts/{account_id}/ai/run",
+            post(cloudflare::run),
+        )
+        .route(
+            "/client/v4/accounts/{account_id}/ai/run/{*model}",
+            post(cloudflare::run_classic),
+        )
+        .route(
+            "/api/v1/services/aigc/video-generation/video-synthesis",
+            post(dashscope::create),
+        )
+        .route("/api/v1/tasks/{task_id}", get(dashscope::task))
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/files/{id}", get(files::download))
+        .route("/v1/uploads", post(uploads::create))
+        .route("/v1/models", get(ops::models))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::no_route)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Counts every answer by method, matched route pattern and status for `/metrics`.
+async fn count_requests(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .count_request(&method, &route, response.status().as_u16());
+    response
+}
+
+/// Runs a synchronous store call off the async threads.
+pub async fn with_store<T, F>(state: &AppState, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn JobStore) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+}
+
+/// Store errors in the Cloudflare envelope.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Full {
+            retry_after_secs, ..
+        } => ApiError::queue_full(u64::from(retry_after_secs.max(1))),
+        StoreError::IdempotencyConflict { key } => ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            error::code::IDEMPOTENCY_CONFLICT,
+            format!("Idempotency-Key {key:?} was already used with a different body"),
+        ),
+        StoreError::Backend(msg) => ApiError::internal(msg),
+    }
+}
+
+impl AppState {
+    /// Queues a validated request for `account`.
+    pub async fn submit(
+        &self,
+        account: &str,
+        request: &GenerationRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Submitted, StoreError> {
+        let new = NewJob {
+            account: account.to_string(),
+            model: request.model.as_str().to_string(),
+            request: serde_json::to_value(request)
+                .map_err(|e| StoreError::Backend(format!("request to JSON: {e}")))?,
+            priority: 0,
+            max_attempts: None,
+            idempotency,
+        };
+        with_store(self, move |s| s.submit(new)).await
+    }
+
+    /// The job if it belongs to `account`; 404 otherwise (another account's job does not exist).
+    pub async fn job_for(&self, account: &str, id: &str) -> Result<Job, ApiError> {
+        let (account, id_owned) = (account.to_string(), id.to_string());
+        with_store(self, move |s| s.get_for_account(&account, &id_owned))
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found(&format!("job {id:?}")))
+    }
+
+    /// The signed link of a completed job's video, valid until `url_ttl` after the job ended
+    /// (when the sweeper deletes the file), so every poll hands out the same link.
+    pub fn video_url(&self, job: &Job) -> Option<String> {
+        if job.status != JobStatus::Completed || job.result_key.is_none() {
+            return None;
+        }
+        let ended_s = job.finished_at_ms.unwrap_or(job.updated_at_ms).max(0) as u64 / 1000;
+        Some(
+            self.signer
+                .url_with_exp(&job.id, ended_s + self.url_ttl.as_secs()),
+        )
+    }
+
+    /// What the views need besides the row: the link and the queue position.
+    pub async fn extras(&self, job: &Job) -> Result<JobExtras, ApiError> {
+        let queue_position = if job.status == JobStatus::Queued {
+            let id = job.id.clone();
+            with_store(self, move |s| s.queue_position(&id))
+                .await
+                .map_err(store_error)?
+        } else {
+            None
+        };
+        Ok(JobExtras {
+            video_url: self.video_url(job),
+            queue_position,
+            now_ms: now_ms(),
+        })
+    }
+
+    /// Waits until the job ends or `wait` passes; returns the last row read. Wakes on the
+    /// store's change notifications, and re-reads every second in case one was missed.
+    pub async fn wait_for_end(&self, job: Job, wait: Duration) -> Result<Job, ApiError> {
+        let mut changes = self.store.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut current = job;
+        loop {
+            if current.status.is_terminal() {
+                return Ok(current);
+            }
+            let tick = tokio::time::Instant::now() + Duration::from_secs(1);
+            let until = tick.min(deadline);
+            loop {
+                match tokio::time::timeout_at(until, changes.recv()).await {
+                    Ok(Ok(id)) if id != current.id => continue,
+                    // Ours, a lag (re-read to be safe), or the tick.
+                    _ => break,
+                }
+            }
+            let id = current.id.clone();
+            if let Some(job) = with_store(self, move |s| s.get(&id))
+                .await
+                .map_err(store_error)?
+            {
+                current = job;
+            }
+            if tokio::time::Instant::now() >= deadline && !current.status.is_terminal() {
+                return Ok(current);
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,305 @@
+//! The OpenAPI 3 document served at `/openapi.json`, written by hand from [`ROUTES`], the one list
+//! of every route the router serves (a test checks each is routed).
+
+use serde_json::{Map, Value, json};
+
+/// One route: method, OpenAPI path, summary, whether it needs the bearer token, and the success
+/// status with its media type.
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub bearer: bool,
+    pub success: (&'static str, &'static str),
+    /// The JSON request body's schema name under components, if any.
+    pub body: Option<&'static str>,
+}
+
+const JSON: &str = "application/json";
+
+pub const ROUTES: &[RouteDoc] = &[
+    RouteDoc {
+        method: "post",
+        path: "/client/v4/accounts/{account_id}/ai/run",
+        summary: "Cloudflare shape: run a model (waits for the video by default), queue it with \
+                  queueRequest, or poll a queued run with {\"request_id\"}",
+        bearer: true,
+        success: ("200", JSON),
+        body: Some("CloudflareRun"),
+    },
+    RouteDoc {
+        method: "post",
+        path: "/client/v4/accounts/{account_id}/ai/run/{model}",
+        summary: "Cloudflare classic Workers AI route: the body is the input object; the model id \
+                  may be raw (alibaba/hh1-i2v) or percent-encoded (alibaba%2Fhh1-i2v)",
+        bearer: true,
+        success: ("200", JSON),
+        body: Some("ModelInput"),
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/services/aigc/video-generation/video-synthesis",
+        summary: "Alibaba Model Studio (DashScope) shape: create an async task; requires \
+                  X-DashScope-Async: enable",
+        bearer: true,
+        success: ("200", JSON),
+        body: Some("DashScopeSynthesis"),
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/tasks/{task_id}",
+        summary: "Alibaba Model Studio (DashScope) shape: a task's status and video_url",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/jobs",
+        summary: "Create a job (202 with its id). Idempotency-Key: the same key and body return \
+                  the same job; another body answers 422",
+        bearer: true,
+        success: ("202", JSON),
+        body: Some("CloudflareRun"),
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/jobs",
+        summary: "The token's jobs, newest first; ?limit=N (1-100, default 20) and \
+                  ?cursor=ID (the next_cursor of the previous page)",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/jobs/{id}",
+        summary: "A job: status, queue position, progress step/total, ETA, seed used, timings, \
+                  engine, result URL or error",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/jobs/{id}/cancel",
+        summary: "Cancel a job: a queued job ends at once, a running one at its next step",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/jobs/{id}/events",
+        summary: "Server-sent events: one `job` event per change (progress, status) until the \
+                  job ends; resumes with Last-Event-ID",
+        bearer: true,
+        success: ("200", "text/event-stream"),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/files/{id}",
+        summary: "Download a result video through its signed link (?exp&sig, no bearer token); \
+                  supports HTTP Range",
+        bearer: false,
+        success: ("200", "video/mp4"),
+        body: None,
+    },
+    RouteDoc {
+        method: "post",
+        path: "/v1/uploads",
+        summary: "Upload an input image (raw image body, or multipart with one file part); \
+                  answers an id and the uri gallop://uploads/{id} to use as an image uri",
+        bearer: true,
+        success: ("201", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/models",
+        summary: "The model ids served and which engine serves each (preview or wan)",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document",
+        bearer: false,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/healthz",
+        summary: "Liveness: the process answers",
+        bearer: false,
+        success: ("200", "text/plain"),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/readyz",
+        summary: "Readiness: the job store answers",
+        bearer: false,
+        success: ("200", "text/plain"),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/metrics",
+        summary: "Prometheus text: jobs by status, queue depth, HTTP requests by route and \
+                  status, job durations",
+        bearer: false,
+        success: ("200", "text/plain"),
+        body: None,
+    },
+];
+
+/// The OpenAPI document, with `server_url` as its one server.
+pub fn document(server_url: &str) -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let entry = paths
+            .entry(route.path)
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[route.method] = operation(route);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "gallop",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Self-hosted image-to-video and reference-to-video generation. \
+                            Errors outside the DashScope routes use Cloudflare's v4 envelope."
+        },
+        "servers": [{ "url": server_url }],
+        "paths": paths,
+        "components": components(),
+    })
+}
+
+fn operation(route: &RouteDoc) -> Value {
+    let mut parameters: Vec<Value> = path_params(route.path)
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if route.path == "/v1/files/{id}" {
+        for name in ["exp", "sig"] {
+            parameters.push(json!({"name": name, "in": "query", "required": true, "schema": {"type": "string"}}));
+        }
+    }
+    let (status, media) = route.success;
+    let mut op = json!({
+        "summary": route.summary,
+        "parameters": parameters,
+        "responses": {
+            status: { "description": "Success", "content": { media: { "schema": {} } } },
+            "4XX": { "description": "Error envelope", "content": { JSON: { "schema": { "$ref": "#/components/schemas/ErrorEnvelope" } } } }
+        },
+    });
+    if route.bearer {
+        op["security"] = json!([{ "bearer": [] }]);
+    } else {
+        op["security"] = json!([]);
+    }
+    if let Some(schema) = route.body {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": { JSON: { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+        });
+    }
+    op
+}
+
+/// `{name}` segments of a path.
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+fn components() -> Value {
+    json!({
+        "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+        "schemas": {
+            "ModelInput": {
+                "type": "object",
+                "description": "alibaba/hh1-i2v: image (uri, required), prompt, negative_prompt, resolution, duration, seed, watermark. alibaba/hh1.1-r2v: prompt (1-2500 chars, required), images (1-9 uris, required), resolution, ratio, duration, seed, watermark. Unknown fields are refused.",
+                "properties": {
+                    "image": { "type": "string", "format": "uri" },
+                    "images": { "type": "array", "minItems": 1, "maxItems": 9, "items": { "type": "string", "format": "uri" } },
+                    "prompt": { "type": "string", "maxLength": 2500 },
+                    "negative_prompt": { "type": "string" },
+                    "resolution": { "type": "string", "enum": ["720P", "1080P"] },
+                    "ratio": { "type": "string", "enum": ["16:9", "9:16", "3:4", "4:3", "1:1", "21:9", "9:21", "5:4", "4:5"] },
+                    "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
+                    "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
+                    "watermark": { "type": "boolean" }
+                },
+                "additionalProperties": false
+            },
+            "CloudflareRun": {
+                "type": "object",
+                "properties": {
+                    "model": { "type": "string", "enum": ["alibaba/hh1-i2v", "alibaba/hh1.1-r2v"] },
+                    "input": { "$ref": "#/components/schemas/ModelInput" },
+                    "queueRequest": { "type": "boolean" },
+                    "request_id": { "type": "string", "description": "Alone: poll a queued run" }
+                }
+            },
+            "DashScopeSynthesis": {
+                "type": "object",
+                "required": ["model", "input"],
+                "properties": {
+                    "model": { "type": "string" },
+                    "input": {
+                        "type": "object",
+                        "properties": {
+                            "prompt": { "type": "string" },
+                            "media": { "type": "array", "items": { "type": "object", "properties": {
+                                "type": { "type": "string", "enum": ["first_frame", "reference_image"] },
+                                "url": { "type": "string" } } } }
+                        }
+                    },
+                    "parameters": { "type": "object" }
+                }
+            },
+            "ErrorEnvelope": {
+                "type": "object",
+                "properties": {
+                    "success": { "type": "boolean" },
+                    "errors": { "type": "array", "items": { "type": "object", "properties": {
+                        "code": { "type": "integer" }, "message": { "type": "string" } } } },
+                    "messages": { "type": "array" },
+                    "result": {}
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_document_with_its_path_parameters() {
+        let doc = document("http://127.0.0.1:8080");
+        assert_eq!(doc["openapi"], "3.0.3");
+        for route in ROUTES {
+            let op = &doc["paths"][route.path][route.method];
+            assert!(op.is_object(), "{} {} missing", route.method, route.path);
+            let params = op["parameters"].as_array().unwrap();
+            for name in path_params(route.path) {
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == name && p["in"] == "path"),
+                    "{} lacks path parameter {name}",
+                    route.path
+                );
+            }
+        }
+    }
+}
