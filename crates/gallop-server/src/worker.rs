@@ -1,1 +1,459 @@
-//! Owned by the core server task.
+//! The in-process worker: N slots that claim jobs from the store, fetch and decode their images,
+//! run the engine on a blocking thread, store the MP4 and complete the row. Plus a sweeper that
+//! deletes expired results and stale uploads.
+//!
+//! While the engine runs, the slot writes progress about once a second; each write renews the
+//! lease and tells whether cancel was requested or the lease was lost, and the slot then raises
+//! the engine's cancel flag, which the engine checks between steps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use gallop_api::GenerationRequest;
+use gallop_engine::render::{
+    RenderHooks, RenderOptions, decode_request_images, image_field, render_video,
+};
+use gallop_engine::{Engine, EngineError, Progress};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::fetch::{FetchPolicy, fetch_image};
+use crate::storage::{Storage, upload_id_of_uri};
+use crate::store::{Claim, Failure, JobStore, Lease, LeaseState, error_code};
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at the same time in this process.
+    pub concurrency: usize,
+    /// A run longer than this is stopped and fails with code `timeout`.
+    pub job_timeout: Duration,
+    /// How often an idle slot looks for work when nothing woke it.
+    pub poll_interval: Duration,
+    /// Least time between two progress writes (each renews the lease; keep well under it).
+    pub progress_interval: Duration,
+    pub fetch: FetchPolicy,
+    pub render: RenderOptions,
+    /// Results are deleted this long after their job finished (the signed URL's lifetime).
+    pub result_ttl: Duration,
+    /// Uploads no job used are deleted after this long.
+    pub upload_ttl: Duration,
+    pub sweep_interval: Duration,
+    /// Names this process in lease rows; slots append `-N`.
+    pub worker_id: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 1,
+            job_timeout: Duration::from_secs(3600),
+            poll_interval: Duration::from_millis(500),
+            progress_interval: Duration::from_secs(1),
+            fetch: FetchPolicy::default(),
+            render: RenderOptions::default(),
+            result_ttl: Duration::from_secs(crate::signing::DEFAULT_URL_TTL_SECS),
+            upload_ttl: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(60),
+            worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+/// Handle to the running worker slots and sweeper.
+pub struct Worker {
+    stop: watch::Sender<bool>,
+    wake: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the slots share.
+struct Shared {
+    store: Arc<dyn JobStore>,
+    storage: Storage,
+    engine: Arc<dyn Engine>,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// Starts `config.concurrency` slots and the sweeper on the current tokio runtime. Leases
+    /// left expired by a previous process are recovered first (every claim does it too).
+    pub fn spawn(
+        store: Arc<dyn JobStore>,
+        storage: Storage,
+        engine: Arc<dyn Engine>,
+        config: WorkerConfig,
+    ) -> Worker {
+        let (stop, _) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        if let Err(e) = store.recover_expired() {
+            tracing::warn!("recovering expired leases: {e}");
+        }
+        let shared = Arc::new(Shared {
+            store,
+            storage,
+            engine,
+            config,
+            wake: wake.clone(),
+        });
+        let mut tasks = Vec::new();
+        for slot in 0..shared.config.concurrency.max(1) {
+            let worker_id = format!("{}-{slot}", shared.config.worker_id);
+            tasks.push(tokio::spawn(slot_loop(
+                shared.clone(),
+                worker_id,
+                stop.subscribe(),
+            )));
+        }
+        tasks.push(tokio::spawn(wake_on_events(
+            shared.clone(),
+            stop.subscribe(),
+        )));
+        tasks.push(tokio::spawn(sweep_loop(shared, stop.subscribe())));
+        Worker { stop, wake, tasks }
+    }
+
+    /// Makes idle slots look for work now (e.g. right after a submit).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Stops claiming, interrupts running jobs and gives them back to the queue (no attempt
+    /// spent), then waits for every task to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn slot_loop(shared: Arc<Shared>, worker_id: String, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let store = shared.store.clone();
+        let id = worker_id.clone();
+        let claimed = tokio::task::spawn_blocking(move || store.claim(&id)).await;
+        match claimed {
+            Ok(Ok(Some(claim))) => {
+                run_job(&shared, claim, &mut stop).await;
+                continue;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(worker = %worker_id, "claim failed: {e}"),
+            Err(e) => tracing::error!(worker = %worker_id, "claim panicked: {e}"),
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Any job write (a submit among them) wakes idle slots.
+async fn wake_on_events(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut events = shared.store.subscribe();
+    loop {
+        tokio::select! {
+            got = events.recv() => match got {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => shared.wake.notify_waiters(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn sweep_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = sweep_once(&shared.store, &shared.storage, &shared.config).await {
+            tracing::warn!("sweeper: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.sweep_interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Deletes results older than `result_ttl` (object first, then the row's pointer) and uploads
+/// older than `upload_ttl`; recovers expired leases. Returns how many results were deleted.
+pub async fn sweep_once(
+    store: &Arc<dyn JobStore>,
+    storage: &Storage,
+    config: &WorkerConfig,
+) -> anyhow::Result<u32> {
+    let s = store.clone();
+    let ttl_ms = config.result_ttl.as_millis() as i64;
+    let expired = tokio::task::spawn_blocking(move || {
+        s.recover_expired()?;
+        s.expired_results(ttl_ms, 500)
+    })
+    .await??;
+    let mut deleted = 0;
+    for job_id in expired {
+        storage.delete_job_results(&job_id).await?;
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.forget_result(&job_id)).await??;
+        deleted += 1;
+    }
+    storage
+        .sweep_uploads(config.upload_ttl.as_millis() as i64)
+        .await?;
+    Ok(deleted)
+}
+
+/// Why the engine's cancel flag went up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    CancelRequested,
+    LeaseLost,
+    TimedOut,
+    Shutdown,
+}
+
+async fn run_job(shared: &Arc<Shared>, claim: Claim, stop: &mut watch::Receiver<bool>) {
+    let lease = claim.lease.clone();
+    let job = claim.job;
+    tracing::info!(job = %job.id, attempt = lease.attempt, "running");
+    let ending = attempt(shared, &lease, &job.account, job.request.clone(), stop).await;
+    let store = shared.store.clone();
+    let lease2 = lease.clone();
+    let written = match &ending {
+        Ending::Completed | Ending::Lost => Ok(Ok(true)),
+        Ending::Failed(f) => {
+            let f = f.clone();
+            tokio::task::spawn_blocking(move || store.fail(&lease2, &f)).await
+        }
+        Ending::Cancelled => {
+            tokio::task::spawn_blocking(move || store.finish_cancelled(&lease2)).await
+        }
+        Ending::Released => tokio::task::spawn_blocking(move || store.release(&lease2)).await,
+    };
+    match written {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(job = %job.id, "recording the end of the attempt: {e}"),
+        Err(e) => tracing::error!(job = %job.id, "recording the end of the attempt panicked: {e}"),
+    }
+    tracing::info!(job = %job.id, attempt = lease.attempt, ending = ?ending, "attempt ended");
+    // Uploads are inputs: once the job has ended for good nothing needs them.
+    let store = shared.store.clone();
+    let id = job.id.clone();
+    if let Ok(Ok(Some(now))) = tokio::task::spawn_blocking(move || store.get(&id)).await
+        && now.status.is_terminal()
+    {
+        delete_uploads(&shared.storage, &job.account, &job.request).await;
+    }
+}
+
+#[derive(Debug)]
+enum Ending {
+    Completed,
+    Failed(Failure),
+    Cancelled,
+    Released,
+    Lost,
+}
+
+async fn attempt(
+    shared: &Arc<Shared>,
+    lease: &Lease,
+    account: &str,
+    request_json: serde_json::Value,
+    stop: &mut watch::Receiver<bool>,
+) -> Ending {
+    let started = Instant::now();
+    let mut request: GenerationRequest = match serde_json::from_value(request_json) {
+        Ok(r) => r,
+        Err(e) => {
+            return final_failure(
+                error_code::BAD_INPUT,
+                format!("stored request is not valid: {e}"),
+            );
+        }
+    };
+    // Fetch inputs.
+    let mut bytes = Vec::with_capacity(request.images.len());
+    for (i, uri) in request.images.iter().enumerate() {
+        let field = image_field(request.model, i);
+        let got = match upload_id_of_uri(uri) {
+            Some(id) => shared.storage.read_upload(account, id).await.map_err(|_| {
+                format!(
+                    "{field}: upload {id} not found (uploads are kept until a job using them ends)"
+                )
+            }),
+            None => fetch_image(uri, &shared.config.fetch)
+                .await
+                .map_err(|e| format!("{field}: {e}")),
+        };
+        match got {
+            Ok(b) => bytes.push(b),
+            Err(msg) => return final_failure(error_code::BAD_INPUT, msg),
+        }
+        if *stop.borrow() {
+            return Ending::Released;
+        }
+    }
+    // Seed and engine are recorded before the run so a client sees them while it runs.
+    let seed = request
+        .seed
+        .unwrap_or_else(gallop_engine::render::random_seed);
+    request.seed = Some(seed);
+    let engine_json = serde_json::to_value(shared.engine.info()).unwrap_or_default();
+    let store = shared.store.clone();
+    let l = lease.clone();
+    match tokio::task::spawn_blocking(move || store.set_run_info(&l, seed, &engine_json)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Ending::Lost,
+        Ok(Err(e)) => return retryable(format!("job store: {e}")),
+        Err(e) => return retryable(format!("job store panicked: {e}")),
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (progress_tx, mut progress_rx) = watch::channel(None::<Progress>);
+    let engine = shared.engine.clone();
+    let options = shared.config.render.clone();
+    let run_cancel = cancel.clone();
+    let mut run = tokio::task::spawn_blocking(move || {
+        let images = decode_request_images(request.model, &bytes)
+            .map_err(|e| RunError::BadImage(e.to_string()))?;
+        drop(bytes);
+        let mut on_progress = |p: Progress| {
+            progress_tx.send_replace(Some(p));
+        };
+        let hooks = RenderHooks {
+            progress: &mut on_progress,
+            cancel: &run_cancel,
+            inspect: None,
+        };
+        render_video(engine.as_ref(), &request, &images, &options, hooks).map_err(RunError::Engine)
+    });
+
+    // Supervise the run: progress + lease renewal, cancel, time limit, shutdown.
+    let mut stop_reason = None;
+    let mut last_written = None;
+    let mut tick = tokio::time::interval(shared.config.progress_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            done = &mut run => break done,
+            _ = tick.tick() => {
+                if stop_reason.is_some() {
+                    continue;
+                }
+                if started.elapsed() > shared.config.job_timeout {
+                    stop_reason = Some(StopReason::TimedOut);
+                    cancel.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                let p = (*progress_rx.borrow_and_update()).unwrap_or(Progress { step: 0, total: 0 });
+                let store = shared.store.clone();
+                let l = lease.clone();
+                let state = tokio::task::spawn_blocking(move || store.progress(&l, p.step, p.total)).await;
+                last_written = Some(p);
+                match state {
+                    Ok(Ok(LeaseState::Held { cancel_requested: false })) => {}
+                    Ok(Ok(LeaseState::Held { cancel_requested: true })) => {
+                        stop_reason = Some(StopReason::CancelRequested);
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    Ok(Ok(LeaseState::Lost)) => {
+                        stop_reason = Some(StopReason::LeaseLost);
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    // A store hiccup: keep running, the next tick retries (the lease is long).
+                    Ok(Err(e)) => tracing::warn!(job = %lease.job_id, "progress write: {e}"),
+                    Err(e) => tracing::warn!(job = %lease.job_id, "progress write panicked: {e}"),
+                }
+            }
+            _ = stop.changed() => {
+                if stop_reason.is_none() {
+                    stop_reason = Some(StopReason::Shutdown);
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let _ = last_written;
+
+    match (result, stop_reason) {
+        (Ok(Ok(output)), None) => {
+            let key = match shared
+                .storage
+                .put_result(&lease.job_id, lease.attempt, output.mp4)
+                .await
+            {
+                Ok(k) => k,
+                Err(e) => return retryable(format!("storing the result: {e}")),
+            };
+            let store = shared.store.clone();
+            let l = lease.clone();
+            let k = key.clone();
+            match tokio::task::spawn_blocking(move || store.complete(&l, &k)).await {
+                Ok(Ok(true)) => Ending::Completed,
+                Ok(Ok(false)) => {
+                    // Another attempt owns the job now: our upload must never be served.
+                    let _ = shared.storage.delete(&key).await;
+                    Ending::Lost
+                }
+                Ok(Err(e)) => retryable(format!("job store: {e}")),
+                Err(e) => retryable(format!("job store panicked: {e}")),
+            }
+        }
+        // Finished anyway although asked to stop: the stop decides, except for a cancel that
+        // came too late to matter (the video exists) — then keep it.
+        (Ok(Ok(output)), Some(StopReason::CancelRequested)) => {
+            let _ = output;
+            Ending::Cancelled
+        }
+        (_, Some(StopReason::LeaseLost)) => Ending::Lost,
+        (_, Some(StopReason::Shutdown)) => Ending::Released,
+        (_, Some(StopReason::TimedOut)) => final_failure(
+            error_code::TIMEOUT,
+            format!(
+                "the job ran longer than the time limit of {} s",
+                shared.config.job_timeout.as_secs()
+            ),
+        ),
+        (_, Some(StopReason::CancelRequested)) => Ending::Cancelled,
+        (Ok(Err(RunError::BadImage(msg))), None) => final_failure(error_code::BAD_INPUT, msg),
+        (Ok(Err(RunError::Engine(EngineError::Cancelled))), None) => {
+            retryable("engine stopped unasked".into())
+        }
+        (Ok(Err(RunError::Engine(e))), None) => retryable(format!("engine: {e}")),
+        (Err(e), None) => retryable(format!("engine panicked: {e}")),
+    }
+}
+
+enum RunError {
+    BadImage(String),
+    Engine(EngineError),
+}
+
+fn final_failure(code: &str, message: String) -> Ending {
+    Ending::Failed(Failure::Final {
+        code: code.to_string(),
+        message,
+    })
+}
+
+fn retryable(message: String) -> Ending {
+    Ending::Failed(Failure::Retryable {
+        code: error_code::INTERNAL.to_string(),
+        message,
+    })
+}
+
+async fn delete_uploads(storage: &Storage, account: &str, request: &serde_json::Value) {
+    let Ok(request) = serde_json::from_value::<GenerationRequest>(request.clone()) else {
+        return;
+    };
+    for uri in &request.images {
+        if let Some(id) = upload_id_of_uri(uri)
+            && let Err(e) = storage.delete_upload(account, id).await
+        {
+            tracing::warn!("deleting upload {id}: {e}");
+        }
+    }
+}
