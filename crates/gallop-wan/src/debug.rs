@@ -12,6 +12,8 @@ pub fn forward(
 ) -> anyhow::Result<()> {
     let run: fn(&Path, &Path, &Path) -> anyhow::Result<()> = match component {
         // Each component module adds its line here: "name" => module::debug_forward,
+        "vae-encode" => crate::vae::debug_forward_encode,
+        "vae-decode" => crate::vae::debug_forward_decode,
         other => anyhow::bail!(
             "unknown component {other:?}: expected transformer, vae-encode, vae-decode, text-encoder or image-encoder"
         ),
