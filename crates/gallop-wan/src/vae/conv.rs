@@ -53,11 +53,12 @@ impl Module for Conv2d {
 /// Causal Conv3d: time is padded only in front (`2 * padding_t` frames, or the cached frames of the
 /// previous chunk), height and width symmetrically.
 ///
-/// It runs as Conv2d: the `kt` time taps of each output frame are stacked along channels
-/// (`[kt * C, H, W]`) and convolved with the kernel reshaped to `[out, kt * in, kh, kw]`, so one
-/// conv2d call covers all taps and a whole run of frames as a batch of images.
+/// It runs as Conv2d: the `kt` time taps of each output frame are interleaved into the channels
+/// (`[C * kt, H, W]`, channel `c * kt + dt`), which is exactly the kernel's own layout viewed as
+/// `[out, in * kt, kh, kw]`; so one conv2d call covers all taps and a run of frames as a batch of
+/// images, and the weights are used as loaded (no copy).
 pub(crate) struct CausalConv3d {
-    /// `[out, kt * in, kh, kw]`, tap-major along the input channels.
+    /// `[out, in, kt, kh, kw]`.
     weight: Tensor,
     bias: Tensor,
     kt: usize,
@@ -78,10 +79,6 @@ impl CausalConv3d {
         stride_t: usize,
     ) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim, kt, ks, ks), "weight")?;
-        let weight = weight
-            .permute((0, 2, 1, 3, 4))?
-            .reshape((out_dim, kt * in_dim, ks, ks))?
-            .contiguous()?;
         let bias = vb.get(out_dim, "bias")?.reshape((1, out_dim, 1, 1))?;
         Ok(Self {
             weight,
@@ -147,11 +144,13 @@ impl CausalConv3d {
         let stacked = if taps.len() == 1 {
             taps[0].contiguous()?
         } else {
-            Tensor::cat(&taps, 2)?
+            Tensor::stack(&taps, 3)?
         };
-        let images = stacked.reshape((b * n, self.kt * c, h, w))?;
+        let images = stacked.reshape((b * n, c * self.kt, h, w))?;
+        let (o, i, kt, kh, kw) = self.weight.dims5()?;
+        let kernel = self.weight.reshape((o, i * kt, kh, kw))?;
         let out = images
-            .conv2d(&self.weight, self.pad_s, 1, 1, 1)?
+            .conv2d(&kernel, self.pad_s, 1, 1, 1)?
             .broadcast_add(&self.bias)?;
         let (_, o, oh, ow) = out.dims4()?;
         out.reshape((b, n, o, oh, ow))
