@@ -8,7 +8,12 @@ use serde_json::{Value, json};
 const RAP_PNG: &str =
     "https://help-static-aliyun-doc.aliyuncs.com/file-manage-files/zh-CN/20250925/wpimhv/rap.png";
 
-fn i2v(prompt: &str, resolution: Resolution, duration: u32, seed: Option<u32>) -> GenerationRequest {
+fn i2v(
+    prompt: &str,
+    resolution: Resolution,
+    duration: u32,
+    seed: Option<u32>,
+) -> GenerationRequest {
     GenerationRequest {
         model: ModelId::HhI2v,
         prompt: prompt.to_string(),
@@ -99,8 +104,13 @@ fn every_seed_input_object_parses_alone_as_the_classic_route_body() {
 
 #[test]
 fn queue_request_beside_model_is_read() {
-    let body = json!({"model": "alibaba/hh1-i2v", "input": {"image": RAP_PNG}, "queueRequest": true});
-    let RunBody::Submit { request, queue_request } = parse_run_body(&body).unwrap() else {
+    let body =
+        json!({"model": "alibaba/hh1-i2v", "input": {"image": RAP_PNG}, "queueRequest": true});
+    let RunBody::Submit {
+        request,
+        queue_request,
+    } = parse_run_body(&body).unwrap()
+    else {
         panic!("a submit body");
     };
     assert!(queue_request);
@@ -112,7 +122,9 @@ fn a_request_id_body_is_a_poll() {
     let body = json!({"request_id": "job_123"});
     assert_eq!(
         parse_run_body(&body).unwrap(),
-        RunBody::Poll { request_id: "job_123".to_string() }
+        RunBody::Poll {
+            request_id: "job_123".to_string()
+        }
     );
 }
 
