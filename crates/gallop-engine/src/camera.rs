@@ -160,20 +160,20 @@ impl CameraPath {
                 still(1.0, 0.5, 0.5),
             ),
             CameraMove::PanLeft => (
-                still(PAN_SIZE, 0.5 + pan / 2.0, 0.5 + drift_y),
-                still(PAN_SIZE, 0.5 - pan / 2.0, 0.5 - drift_y),
+                still(PAN_SIZE, 0.5 + pan / 2.0, 0.5 + drift_y / 2.0),
+                still(PAN_SIZE, 0.5 - pan / 2.0, 0.5 - drift_y / 2.0),
             ),
             CameraMove::PanRight => (
-                still(PAN_SIZE, 0.5 - pan / 2.0, 0.5 + drift_y),
-                still(PAN_SIZE, 0.5 + pan / 2.0, 0.5 - drift_y),
+                still(PAN_SIZE, 0.5 - pan / 2.0, 0.5 + drift_y / 2.0),
+                still(PAN_SIZE, 0.5 + pan / 2.0, 0.5 - drift_y / 2.0),
             ),
             CameraMove::TiltUp => (
-                still(PAN_SIZE, 0.5 + drift_x, 0.5 + pan / 2.0),
-                still(PAN_SIZE, 0.5 - drift_x, 0.5 - pan / 2.0),
+                still(PAN_SIZE, 0.5 + drift_x / 2.0, 0.5 + pan / 2.0),
+                still(PAN_SIZE, 0.5 - drift_x / 2.0, 0.5 - pan / 2.0),
             ),
             CameraMove::TiltDown => (
-                still(PAN_SIZE, 0.5 + drift_x, 0.5 - pan / 2.0),
-                still(PAN_SIZE, 0.5 - drift_x, 0.5 + pan / 2.0),
+                still(PAN_SIZE, 0.5 + drift_x / 2.0, 0.5 - pan / 2.0),
+                still(PAN_SIZE, 0.5 - drift_x / 2.0, 0.5 + pan / 2.0),
             ),
             CameraMove::Orbit => {
                 // An arc: travel sideways while easing in and rolling slightly against the travel,

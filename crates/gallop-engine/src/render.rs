@@ -116,6 +116,15 @@ pub fn render_video(
     let mut index = 0u32;
     {
         let mut sink = |mut frame: RgbImage| -> Result<(), String> {
+            if frame.dimensions() != (geometry.width, geometry.height) {
+                return Err(format!(
+                    "engine sent a {}x{} frame; the video is {}x{}",
+                    frame.width(),
+                    frame.height(),
+                    geometry.width,
+                    geometry.height
+                ));
+            }
             if let Some(mark) = &watermark {
                 mark.apply(&mut frame);
             }
