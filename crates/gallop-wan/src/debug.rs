@@ -14,6 +14,7 @@ pub fn forward(
         // Each component module adds its line here: "name" => module::debug_forward,
         "vae-encode" => crate::vae::debug_forward_encode,
         "vae-decode" => crate::vae::debug_forward_decode,
+        "transformer" => crate::transformer::debug_forward,
         other => anyhow::bail!(
             "unknown component {other:?}: expected transformer, vae-encode, vae-decode, text-encoder or image-encoder"
         ),
