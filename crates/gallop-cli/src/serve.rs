@@ -1,7 +1,66 @@
-// Owned by the issue that builds this command; replaced wholesale there.
-#[derive(clap::Args)]
-pub struct Args {}
+//! `gallop serve`: the HTTP service over the job store, the worker and result storage.
 
-pub fn run(_: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this command is not built yet")
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gallop_server::ServerConfig;
+use gallop_server::config::DEFAULT_ADDR;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on (HOST:PORT).
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    addr: SocketAddr,
+    /// Holds the job database, inputs, results and the link-signing key.
+    #[arg(long, default_value = "gallop-data")]
+    data_dir: PathBuf,
+    /// Base of the absolute URLs handed out (result videos). Default: http://ADDR.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Let image uris reach loopback and private addresses (local use and tests only).
+    #[arg(long)]
+    allow_private_fetch: bool,
+    /// Jobs generated at the same time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: u32,
+    /// Seconds a synchronous /ai/run waits for the video before answering 408 with the request id.
+    #[arg(long, default_value_t = 300)]
+    sync_wait: u64,
+    /// Seconds one job may run before it fails with code `timeout`.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    job_timeout: u64,
+    /// Queued jobs accepted before new ones get 429 (code 3040).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    queue_limit: u32,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    if let Some(url) = &args.public_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        anyhow::bail!("--public-url must start with http:// or https://, got {url:?}");
+    }
+    let config = ServerConfig {
+        addr: args.addr,
+        data_dir: args.data_dir,
+        public_url: args.public_url,
+        allow_private_fetch: args.allow_private_fetch,
+        workers: args.workers as usize,
+        sync_wait: Duration::from_secs(args.sync_wait),
+        job_timeout: Duration::from_secs(args.job_timeout),
+        queue_limit: args.queue_limit as usize,
+        ..ServerConfig::default()
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(gallop_server::run(config))
 }
