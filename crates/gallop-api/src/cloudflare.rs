@@ -173,7 +173,7 @@ pub struct VideoResult {
 pub struct GatewayMetadata {
     #[serde(rename = "keySource")]
     pub key_source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "requestId", default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// The engine that served (`preview` or `wan`), so a preview is never taken for the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,11 +195,13 @@ impl GatewayMetadata {
     }
 }
 
-/// Work done so far: `step` of `total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Work done so far: `step` of `total`, and the same as a percentage when the server adds it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RunProgress {
     pub step: u32,
     pub total: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
 }
 
 /// `{"code", "message"}` of a job that failed after it was accepted.
@@ -209,18 +211,23 @@ pub struct RunFailure {
     pub message: String,
 }
 
-/// The answers of `/ai/run`, tagged by `state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The answers of `/ai/run`, tagged by `state`. The optional fields are gallop's extras.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state")]
 pub enum RunAnswer {
     Queued {
         request_id: String,
         model: ModelId,
+        /// Jobs ahead of this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue_position: Option<u64>,
     },
     Running {
         request_id: String,
         model: ModelId,
         progress: RunProgress,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta_seconds: Option<u64>,
     },
     Completed {
         result: VideoResult,
@@ -230,6 +237,8 @@ pub enum RunAnswer {
     Failed {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<ModelId>,
         error: RunFailure,
     },
 }

@@ -134,6 +134,25 @@ pub struct TaskOutput {
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The prompt as submitted, on success (Model Studio echoes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orig_prompt: Option<String>,
+    /// gallop's extra while running: `step` of `total`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<TaskProgress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    pub step: u32,
+    pub total: u32,
+}
+
+/// `usage` of a succeeded task: seconds of video made and how many videos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUsage {
+    pub duration: u32,
+    pub video_count: u32,
 }
 
 impl TaskOutput {
@@ -148,6 +167,8 @@ impl TaskOutput {
             video_url: None,
             code: None,
             message: None,
+            orig_prompt: None,
+            progress: None,
         }
     }
 }
@@ -157,6 +178,8 @@ impl TaskOutput {
 pub struct TaskAnswer {
     pub output: TaskOutput,
     pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TaskUsage>,
 }
 
 /// Model Studio's error codes, with the HTTP status each travels with.

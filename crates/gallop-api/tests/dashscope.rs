@@ -2,7 +2,7 @@
 
 use gallop_api::{
     ApiError, DashScopeErrorCode, GenerationRequest, ModelId, Ratio, Resolution, TaskAnswer,
-    TaskOutput, TaskStatus, parse_input, parse_video_synthesis,
+    TaskOutput, TaskStatus, TaskUsage, parse_input, parse_video_synthesis,
 };
 use serde_json::{Value, json};
 
@@ -329,6 +329,7 @@ fn task_answers() {
     let submitted = TaskAnswer {
         output: TaskOutput::new("task-1", TaskStatus::Pending),
         request_id: "req-3".to_string(),
+        usage: None,
     };
     assert_eq!(
         serde_json::to_value(&submitted).unwrap(),
@@ -340,9 +341,14 @@ fn task_answers() {
             scheduled_time: Some("2026-11-22 02:00:01.000".to_string()),
             end_time: Some("2026-11-22 02:03:00.000".to_string()),
             video_url: Some("https://gallop.test/v/abc.mp4".to_string()),
+            orig_prompt: Some("the cat blinks".to_string()),
             ..TaskOutput::new("task-1", TaskStatus::Succeeded)
         },
         request_id: "req-4".to_string(),
+        usage: Some(TaskUsage {
+            duration: 5,
+            video_count: 1,
+        }),
     };
     let value = serde_json::to_value(&succeeded).unwrap();
     assert_eq!(value["output"]["task_status"], "SUCCEEDED");
@@ -351,6 +357,8 @@ fn task_answers() {
         "https://gallop.test/v/abc.mp4"
     );
     assert_eq!(value["output"]["end_time"], "2026-11-22 02:03:00.000");
+    assert_eq!(value["output"]["orig_prompt"], "the cat blinks");
+    assert_eq!(value["usage"], json!({"duration": 5, "video_count": 1}));
     assert_eq!(
         serde_json::from_value::<TaskAnswer>(value).unwrap(),
         succeeded
@@ -370,6 +378,7 @@ fn task_answers() {
             ..TaskOutput::new("task-2", TaskStatus::Failed)
         },
         request_id: "req-5".to_string(),
+        usage: None,
     };
     assert_eq!(
         serde_json::to_value(&failed).unwrap(),

@@ -60,7 +60,7 @@ fn gateway_metadata_carries_gallop_extras_only_when_set() {
     assert_eq!(
         serde_json::to_value(&answer).unwrap(),
         json!({"state": "Completed", "result": {"video": "https://gallop.test/v/abc.mp4"},
-               "gatewayMetadata": {"keySource": "Unified", "request_id": "job_1", "engine": "preview", "seed": 42}})
+               "gatewayMetadata": {"keySource": "Unified", "requestId": "job_1", "engine": "preview", "seed": 42}})
     );
 }
 
@@ -71,6 +71,7 @@ fn queued_running_and_failed_answers() {
             RunAnswer::Queued {
                 request_id: "job_1".to_string(),
                 model: ModelId::HhI2v,
+                queue_position: None,
             },
             json!({"state": "Queued", "request_id": "job_1", "model": "alibaba/hh1-i2v"}),
         ),
@@ -81,7 +82,9 @@ fn queued_running_and_failed_answers() {
                 progress: RunProgress {
                     step: 12,
                     total: 40,
+                    percent: None,
                 },
+                eta_seconds: None,
             },
             json!({"state": "Running", "request_id": "job_1", "model": "alibaba/hh1.1-r2v",
                    "progress": {"step": 12, "total": 40}}),
@@ -89,6 +92,7 @@ fn queued_running_and_failed_answers() {
         (
             RunAnswer::Failed {
                 request_id: None,
+                model: None,
                 error: RunFailure {
                     code: "ImageDecode".to_string(),
                     message: "/input/image is not a JPEG, PNG, WebP or BMP".to_string(),
@@ -141,4 +145,30 @@ fn error_codes_and_statuses() {
                    "messages": [], "result": null})
         );
     }
+}
+
+#[test]
+fn gallop_extras_round_trip() {
+    let answers = [
+        json!({"state": "Queued", "request_id": "job_1", "model": "alibaba/hh1-i2v", "queue_position": 3}),
+        json!({"state": "Running", "request_id": "job_1", "model": "alibaba/hh1-i2v",
+               "progress": {"step": 1, "total": 8, "percent": 12.5}, "eta_seconds": 40}),
+        json!({"state": "Failed", "request_id": "job_1", "model": "alibaba/hh1.1-r2v",
+               "error": {"code": "Cancelled", "message": "cancelled by the client"}}),
+    ];
+    for expected in answers {
+        let answer: RunAnswer = serde_json::from_value(expected.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&answer).unwrap(), expected);
+    }
+    let queued: RunAnswer = serde_json::from_value(json!(
+        {"state": "Queued", "request_id": "j", "model": "alibaba/hh1-i2v", "queue_position": 3}
+    ))
+    .unwrap();
+    assert!(matches!(
+        queued,
+        RunAnswer::Queued {
+            queue_position: Some(3),
+            ..
+        }
+    ));
 }
