@@ -65,3 +65,105 @@ pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path) -> anyhow::Result
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
+
+/// A weight source for checking a loader against a checkpoint manifest (tensor name -> shape)
+/// without any weights: every read must name a manifest tensor with the manifest's shape, and
+/// gets zeros as a zero-stride broadcast (no allocation, even at 14B shapes). Afterwards
+/// `unread()` lists manifest tensors the loader never asked for.
+pub struct TrackedWeights {
+    shapes: std::sync::Arc<std::collections::HashMap<String, Vec<usize>>>,
+    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl TrackedWeights {
+    pub fn new(shapes: std::collections::HashMap<String, Vec<usize>>) -> Self {
+        Self {
+            shapes: std::sync::Arc::new(shapes),
+            read: Default::default(),
+        }
+    }
+
+    /// Read a manifest file `{"config": {...}, "tensors": {name: shape}}`; returns the config too.
+    pub fn from_manifest(path: &Path) -> anyhow::Result<(serde_json::Value, Self)> {
+        #[derive(serde::Deserialize)]
+        struct Manifest {
+            config: serde_json::Value,
+            tensors: std::collections::HashMap<String, Vec<usize>>,
+        }
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let m: Manifest =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok((m.config, Self::new(m.tensors)))
+    }
+
+    /// A VarBuilder over the manifest; reads are recorded here.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        let backend = TrackedBackend {
+            shapes: self.shapes.clone(),
+            read: self.read.clone(),
+        };
+        VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+    }
+
+    /// Names the loader read so far.
+    pub fn read_names(&self) -> std::collections::BTreeSet<String> {
+        self.read.lock().unwrap().clone()
+    }
+
+    /// Manifest tensors the loader never read, sorted.
+    pub fn unread(&self) -> Vec<String> {
+        let read = self.read.lock().unwrap();
+        let mut names: Vec<String> = self
+            .shapes
+            .keys()
+            .filter(|n| !read.contains(*n))
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+struct TrackedBackend {
+    shapes: std::sync::Arc<std::collections::HashMap<String, Vec<usize>>>,
+    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for TrackedBackend {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        if let Some(shape) = self.shapes.get(name)
+            && shape.as_slice() != s.dims()
+        {
+            candle_core::bail!(
+                "shape mismatch for {name}: loader expects {:?}, manifest has {shape:?}",
+                s.dims()
+            );
+        }
+        self.get_unchecked(name, dtype, dev)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let Some(shape) = self.shapes.get(name) else {
+            candle_core::bail!("tensor {name} is not in the manifest");
+        };
+        self.read.lock().unwrap().insert(name.to_string());
+        candle_core::Tensor::zeros((), dtype, dev)?.broadcast_as(shape.as_slice())
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.shapes.contains_key(name)
+    }
+}
