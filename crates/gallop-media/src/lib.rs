@@ -1,1 +1,21 @@
 //! Image decoding with limits, EXIF orientation, fit-and-crop, the watermark, H.264 in MP4.
+//!
+//! `image::RgbImage` is the currency: decoded inputs, engine frames and what the encoder
+//! takes are all 8-bit RGB.
+
+mod decode;
+mod encode;
+mod error;
+mod probe;
+mod resize;
+mod watermark;
+
+pub use decode::{DecodeLimits, decode_image};
+pub use encode::Mp4Encoder;
+pub use error::MediaError;
+pub use probe::{DecodedVideo, decode_mp4, psnr, top_level_boxes};
+pub use resize::{fit_and_crop, fit_on_canvas};
+pub use watermark::{DEFAULT_WATERMARK, Watermark};
+
+/// Re-exported so callers name the same `image` version as this crate.
+pub use image;

@@ -1,0 +1,271 @@
+//! Untrusted image bytes -> an upright RGB image, refusing anything outside the limits
+//! before the pixel buffer is allocated.
+
+use std::io::Cursor;
+
+use image::{
+    DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage,
+    metadata::Orientation,
+};
+
+use crate::MediaError;
+
+/// What an input image may look like. Sides are checked after EXIF orientation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeLimits {
+    /// Refused before anything is parsed.
+    pub max_bytes: usize,
+    /// Refused from the header, before the pixels are allocated.
+    pub max_side: u32,
+    pub min_side: u32,
+    pub min_short_side: u32,
+    /// Long side / short side.
+    pub max_aspect: f32,
+}
+
+impl DecodeLimits {
+    /// Image-to-video input: at most 20 MB, each side 300..=8192 px, aspect within 1:2.5..2.5:1.
+    pub fn i2v() -> Self {
+        Self {
+            max_bytes: 20_000_000,
+            max_side: 8192,
+            min_side: 300,
+            min_short_side: 300,
+            max_aspect: 2.5,
+        }
+    }
+
+    /// Reference-to-video input: as i2v, and the short side at least 400 px.
+    pub fn r2v() -> Self {
+        Self {
+            min_short_side: 400,
+            ..Self::i2v()
+        }
+    }
+
+    /// As i2v but sides down to 16 px, so tests can use small geometry.
+    pub fn tiny_test() -> Self {
+        Self {
+            min_side: 16,
+            min_short_side: 16,
+            ..Self::i2v()
+        }
+    }
+}
+
+/// Decodes JPEG, PNG, WebP or BMP (recognised by content, never by name), applies the EXIF
+/// orientation and composites any alpha onto white.
+pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, MediaError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(MediaError::TooManyBytes {
+            bytes: bytes.len(),
+            max: limits.max_bytes,
+        });
+    }
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Bmp)) => f,
+        _ => return Err(MediaError::UnknownFormat),
+    };
+    // `image` fills a cut-off JPEG with gray and calls it a success; insist on the end marker.
+    if format == ImageFormat::Jpeg && !jpeg_reaches_end_marker(bytes) {
+        return Err(MediaError::Truncated(
+            "the JPEG data ends before its end-of-image marker".into(),
+        ));
+    }
+
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // Header parsing allocates nothing sized by the image; the real limits go on below,
+    // once the dimensions are known and can be reported.
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (width, height) = decoder.dimensions();
+    if width > limits.max_side || height > limits.max_side {
+        return Err(MediaError::TooLarge {
+            width,
+            height,
+            max: limits.max_side,
+        });
+    }
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let (upright_width, upright_height) = if swaps_sides(orientation) {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    check_geometry(upright_width, upright_height, limits)?;
+
+    let mut pixel_limits = Limits::default();
+    pixel_limits.max_image_width = Some(limits.max_side);
+    pixel_limits.max_image_height = Some(limits.max_side);
+    decoder.set_limits(pixel_limits).map_err(decode_error)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    image.apply_orientation(orientation);
+    Ok(flatten_on_white(image))
+}
+
+/// Size rules that do not need pixels: minimum sides and aspect ratio.
+fn check_geometry(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), MediaError> {
+    let short = width.min(height);
+    let long = width.max(height);
+    if short < limits.min_side {
+        return Err(MediaError::TooSmall {
+            width,
+            height,
+            min: limits.min_side,
+        });
+    }
+    if short < limits.min_short_side {
+        return Err(MediaError::ShortSideTooSmall {
+            width,
+            height,
+            min: limits.min_short_side,
+        });
+    }
+    let aspect = long as f32 / short as f32;
+    if long as f64 > short as f64 * limits.max_aspect as f64 {
+        return Err(MediaError::ExtremeAspect {
+            width,
+            height,
+            aspect,
+            max: limits.max_aspect,
+        });
+    }
+    Ok(())
+}
+
+fn swaps_sides(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+fn decode_error(error: ImageError) -> MediaError {
+    match &error {
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            MediaError::Truncated("the file ends before the image data is complete".into())
+        }
+        ImageError::Limits(_) => MediaError::Corrupt(format!("decoder limit reached: {error}")),
+        _ => {
+            let text = error.to_string();
+            // Decoders word a short read in several ways; call each of them what it is.
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("eof") || lower.contains("end of file") || lower.contains("truncat") {
+                MediaError::Truncated(text)
+            } else {
+                MediaError::Corrupt(text)
+            }
+        }
+    }
+}
+
+/// Transparent pixels become white, as a viewer with a white page would show them.
+fn flatten_on_white(image: DynamicImage) -> RgbImage {
+    if !image.color().has_alpha() {
+        return image.into_rgb8();
+    }
+    let rgba = image.into_rgba8();
+    let mut rgb = RgbImage::new(rgba.width(), rgba.height());
+    for (out, px) in rgb.pixels_mut().zip(rgba.pixels()) {
+        let alpha = px[3] as u32;
+        for c in 0..3 {
+            out[c] = ((px[c] as u32 * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
+        }
+    }
+    rgb
+}
+
+/// Walks the JPEG marker segments and entropy-coded data; true only if an EOI marker is
+/// reached. Inside scan data 0xFF is always followed by 0x00 or a restart marker, so a
+/// cut-off scan can never be mistaken for the end.
+fn jpeg_reaches_end_marker(bytes: &[u8]) -> bool {
+    const SOI: u8 = 0xD8;
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != SOI {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // Tolerate junk between segments and fill bytes before a marker.
+        while i < bytes.len() && bytes[i] != 0xFF {
+            i += 1;
+        }
+        while i + 1 < bytes.len() && bytes[i + 1] == 0xFF {
+            i += 1;
+        }
+        if i + 1 >= bytes.len() {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            EOI => return true,
+            0x00 | 0x01 | 0xD0..=0xD7 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        if i + 4 > bytes.len() {
+            return false;
+        }
+        let length = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+        i += 2 + length;
+        if i > bytes.len() {
+            return false;
+        }
+        if marker == SOS {
+            // Skip entropy-coded data up to the next real marker.
+            while i + 1 < bytes.len() {
+                if bytes[i] == 0xFF && !matches!(bytes[i + 1], 0x00 | 0xD0..=0xD7 | 0xFF) {
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_marker_walk_needs_the_end_marker() {
+        // SOI, a 4-byte APP0 stub, SOS with 2 bytes of header, scan data with a stuffed FF00.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00];
+        jpeg.extend_from_slice(&[
+            0xFF, 0xDA, 0x00, 0x02, 0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56,
+        ]);
+        assert!(!jpeg_reaches_end_marker(&jpeg));
+        jpeg.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(jpeg_reaches_end_marker(&jpeg));
+        // An EOI hidden in a segment's payload (as in an EXIF thumbnail) does not count.
+        let hidden = [
+            0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x04, 0xFF, 0xD9, 0xFF, 0xDA, 0x00, 0x02, 0x11,
+        ];
+        assert!(!jpeg_reaches_end_marker(&hidden));
+    }
+
+    #[test]
+    fn geometry_rules_in_order() {
+        let limits = DecodeLimits::r2v();
+        assert!(matches!(
+            check_geometry(200, 900, &limits),
+            Err(MediaError::TooSmall { min: 300, .. })
+        ));
+        assert!(matches!(
+            check_geometry(350, 800, &limits),
+            Err(MediaError::ShortSideTooSmall { min: 400, .. })
+        ));
+        assert!(matches!(
+            check_geometry(400, 1001, &limits),
+            Err(MediaError::ExtremeAspect { .. })
+        ));
+        assert_eq!(check_geometry(400, 1000, &limits), Ok(()));
+        assert_eq!(check_geometry(1000, 400, &limits), Ok(()));
+    }
+}

@@ -1,0 +1,187 @@
+//! Reading our own MP4s back: for tests and for checking a result before it is stored.
+
+use std::io::Cursor;
+
+use image::RgbImage;
+use mp4::{Mp4Reader, TrackType};
+use openh264::OpenH264API;
+use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig};
+use openh264::formats::YUVSource;
+
+use crate::MediaError;
+
+/// Every frame of the first video track, as RGB.
+#[derive(Debug, Clone)]
+pub struct DecodedVideo {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub frames: Vec<RgbImage>,
+}
+
+/// Decodes every frame of the first H.264 video track of an MP4.
+pub fn decode_mp4(bytes: &[u8]) -> Result<DecodedVideo, MediaError> {
+    let read_error = |e: mp4::Error| MediaError::Mp4Read(e.to_string());
+    let mut reader =
+        Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64).map_err(read_error)?;
+    let track = reader
+        .tracks()
+        .values()
+        .find(|t| matches!(t.track_type(), Ok(TrackType::Video)))
+        .ok_or_else(|| MediaError::Mp4Read("the file has no video track".into()))?;
+    let track_id = track.track_id();
+    let (width, height, fps) = (
+        track.width() as u32,
+        track.height() as u32,
+        track.frame_rate(),
+    );
+    let sample_count = track.sample_count();
+    // Parameter sets live in the avcC box; the decoder wants them in-band first.
+    let mut parameter_sets = Vec::new();
+    for set in [
+        track.sequence_parameter_set(),
+        track.picture_parameter_set(),
+    ] {
+        parameter_sets.extend_from_slice(&[0, 0, 0, 1]);
+        parameter_sets.extend_from_slice(set.map_err(read_error)?);
+    }
+
+    let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
+        .map_err(|e| MediaError::Decoder(e.to_string()))?;
+    let decoder_error = |e: openh264::Error| MediaError::Decoder(e.to_string());
+    decoder.decode(&parameter_sets).map_err(decoder_error)?;
+
+    let mut frames = Vec::with_capacity(sample_count as usize);
+    for sample_id in 1..=sample_count {
+        let sample = reader
+            .read_sample(track_id, sample_id)
+            .map_err(read_error)?
+            .ok_or_else(|| MediaError::Mp4Read(format!("sample {sample_id} is missing")))?;
+        let annex_b = length_prefixed_to_annex_b(&sample.bytes).ok_or_else(|| {
+            MediaError::Mp4Read(format!("sample {sample_id} has a broken NAL length"))
+        })?;
+        if let Some(yuv) = decoder.decode(&annex_b).map_err(decoder_error)? {
+            frames.push(to_rgb(&yuv));
+        }
+    }
+    for yuv in decoder.flush_remaining().map_err(decoder_error)? {
+        frames.push(to_rgb(&yuv));
+    }
+    Ok(DecodedVideo {
+        width,
+        height,
+        fps,
+        frames,
+    })
+}
+
+fn to_rgb(yuv: &DecodedYUV<'_>) -> RgbImage {
+    let (width, height) = yuv.dimensions();
+    let mut rgb = vec![0u8; width * height * 3];
+    yuv.write_rgb8(&mut rgb);
+    RgbImage::from_raw(width as u32, height as u32, rgb).expect("buffer sized for the frame")
+}
+
+/// MP4 samples carry NAL units behind 4-byte big-endian lengths; the decoder wants start codes.
+fn length_prefixed_to_annex_b(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    while !data.is_empty() {
+        let length = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+        let nal = data.get(4..4 + length)?;
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+        data = &data[4 + length..];
+    }
+    Some(out)
+}
+
+/// Four-character codes of the top-level boxes, in file order. Stops at the first box
+/// whose size does not fit the file.
+pub fn top_level_boxes(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut offset = 0usize;
+    while offset + 8 <= bytes.len() {
+        let size32 = u32::from_be_bytes(bytes[offset..offset + 4].try_into().unwrap()) as u64;
+        let name = String::from_utf8_lossy(&bytes[offset + 4..offset + 8]).into_owned();
+        let size = match size32 {
+            0 => (bytes.len() - offset) as u64, // runs to the end of the file
+            1 => match bytes.get(offset + 8..offset + 16) {
+                Some(large) => u64::from_be_bytes(large.try_into().unwrap()),
+                None => break,
+            },
+            n => n,
+        };
+        if size < 8 || offset as u64 + size > bytes.len() as u64 {
+            break;
+        }
+        names.push(name);
+        offset += size as usize;
+    }
+    names
+}
+
+/// Peak signal-to-noise ratio in dB over all RGB samples; infinite for identical images.
+///
+/// # Panics
+/// If the images differ in size.
+pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!(
+        a.dimensions(),
+        b.dimensions(),
+        "psnr needs images of one size"
+    );
+    let squared_error: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| {
+            let d = x as i64 - y as i64;
+            (d * d) as u64
+        })
+        .sum();
+    if squared_error == 0 {
+        return f64::INFINITY;
+    }
+    let mse = squared_error as f64 / a.as_raw().len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxes_are_listed_in_order_and_bad_sizes_stop_the_walk() {
+        let mut file = Vec::new();
+        file.extend_from_slice(&[0, 0, 0, 8]);
+        file.extend_from_slice(b"ftyp");
+        file.extend_from_slice(&[0, 0, 0, 12]);
+        file.extend_from_slice(b"moov");
+        file.extend_from_slice(&[1, 2, 3, 4]);
+        file.extend_from_slice(&[0, 0, 0, 0]);
+        file.extend_from_slice(b"mdat");
+        assert_eq!(top_level_boxes(&file), ["ftyp", "moov", "mdat"]);
+        file[11] = 200; // moov now claims more bytes than the file has
+        assert_eq!(top_level_boxes(&file), ["ftyp"]);
+    }
+
+    #[test]
+    fn psnr_of_a_known_error() {
+        let a = RgbImage::from_pixel(4, 4, image::Rgb([100, 100, 100]));
+        let mut b = a.clone();
+        assert_eq!(psnr(&a, &b), f64::INFINITY);
+        b.pixels_mut().for_each(|p| p.0 = [110, 110, 110]);
+        // MSE 100 -> 10 log10(65025 / 100) = 28.13 dB
+        assert!((psnr(&a, &b) - 28.1308).abs() < 1e-3);
+    }
+
+    #[test]
+    fn nal_lengths_become_start_codes() {
+        let avcc = [0, 0, 0, 2, 0x67, 0x42, 0, 0, 0, 1, 0x68];
+        assert_eq!(
+            length_prefixed_to_annex_b(&avcc).unwrap(),
+            [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68]
+        );
+        assert_eq!(length_prefixed_to_annex_b(&[0, 0, 0, 9, 1]), None);
+    }
+}
