@@ -19,7 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::fetch::{FetchPolicy, fetch_image};
-use crate::storage::{Storage, upload_id_of_uri};
+use crate::storage::{Storage, StorageError, upload_id_of_uri};
 use crate::store::{Claim, Failure, JobStore, Lease, LeaseState, error_code};
 
 #[derive(Clone)]
@@ -278,11 +278,13 @@ async fn attempt(
     for (i, uri) in request.images.iter().enumerate() {
         let field = image_field(request.model, i);
         let got = match upload_id_of_uri(uri) {
-            Some(id) => shared.storage.read_upload(account, id).await.map_err(|_| {
-                format!(
+            Some(id) => match shared.storage.read_upload(account, id).await {
+                Ok(b) => Ok(b),
+                Err(StorageError::NotFound(_) | StorageError::Invalid(_)) => Err(format!(
                     "{field}: upload {id} not found (uploads are kept until a job using them ends)"
-                )
-            }),
+                )),
+                Err(e) => return retryable(format!("reading upload {id}: {e}")),
+            },
             None => fetch_image(uri, &shared.config.fetch)
                 .await
                 .map_err(|e| format!("{field}: {e}")),
@@ -293,6 +295,17 @@ async fn attempt(
         }
         if *stop.borrow() {
             return Ending::Released;
+        }
+        // A fetch may take its whole timeout: keep the lease (and notice a cancel) per image.
+        match renew(shared, lease).await {
+            Ok(LeaseState::Held {
+                cancel_requested: false,
+            }) => {}
+            Ok(LeaseState::Held {
+                cancel_requested: true,
+            }) => return Ending::Cancelled,
+            Ok(LeaseState::Lost) => return Ending::Lost,
+            Err(msg) => return retryable(msg),
         }
     }
     // Seed and engine are recorded before the run so a client sees them while it runs.
@@ -332,7 +345,6 @@ async fn attempt(
 
     // Supervise the run: progress + lease renewal, cancel, time limit, shutdown.
     let mut stop_reason = None;
-    let mut last_written = None;
     let mut tick = tokio::time::interval(shared.config.progress_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
@@ -351,7 +363,6 @@ async fn attempt(
                 let store = shared.store.clone();
                 let l = lease.clone();
                 let state = tokio::task::spawn_blocking(move || store.progress(&l, p.step, p.total)).await;
-                last_written = Some(p);
                 match state {
                     Ok(Ok(LeaseState::Held { cancel_requested: false })) => {}
                     Ok(Ok(LeaseState::Held { cancel_requested: true })) => {
@@ -375,10 +386,11 @@ async fn attempt(
             }
         }
     };
-    let _ = last_written;
 
     match (result, stop_reason) {
-        (Ok(Ok(output)), None) => {
+        // The video exists: keep it unless the client cancelled or another attempt took over,
+        // even if a shutdown or the time limit arrived as it finished.
+        (Ok(Ok(output)), None | Some(StopReason::Shutdown | StopReason::TimedOut)) => {
             let key = match shared
                 .storage
                 .put_result(&lease.job_id, lease.attempt, output.mp4)
@@ -401,19 +413,13 @@ async fn attempt(
                 Err(e) => retryable(format!("job store panicked: {e}")),
             }
         }
-        // Finished anyway although asked to stop: the stop decides, except for a cancel that
-        // came too late to matter (the video exists) — then keep it.
-        (Ok(Ok(output)), Some(StopReason::CancelRequested)) => {
-            let _ = output;
-            Ending::Cancelled
-        }
         (_, Some(StopReason::LeaseLost)) => Ending::Lost,
         (_, Some(StopReason::Shutdown)) => Ending::Released,
         (_, Some(StopReason::TimedOut)) => final_failure(
             error_code::TIMEOUT,
             format!(
                 "the job ran longer than the time limit of {} s",
-                shared.config.job_timeout.as_secs()
+                shared.config.job_timeout.as_secs_f32()
             ),
         ),
         (_, Some(StopReason::CancelRequested)) => Ending::Cancelled,
@@ -455,5 +461,16 @@ async fn delete_uploads(storage: &Storage, account: &str, request: &serde_json::
         {
             tracing::warn!("deleting upload {id}: {e}");
         }
+    }
+}
+
+/// A progress write of 0/0 that only renews the lease.
+async fn renew(shared: &Arc<Shared>, lease: &Lease) -> Result<LeaseState, String> {
+    let store = shared.store.clone();
+    let l = lease.clone();
+    match tokio::task::spawn_blocking(move || store.progress(&l, 0, 0)).await {
+        Ok(Ok(state)) => Ok(state),
+        Ok(Err(e)) => Err(format!("job store: {e}")),
+        Err(e) => Err(format!("job store panicked: {e}")),
     }
 }
