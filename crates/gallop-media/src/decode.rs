@@ -73,19 +73,23 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Med
         ));
     }
 
+    // A PNG names its size in the first chunk: refuse a giant even if nothing follows it.
+    if let Some((width, height)) = png_header_size(bytes) {
+        check_max_side(width, height, limits)?;
+    }
+    if format == ImageFormat::WebP && !riff_is_complete(bytes) {
+        return Err(MediaError::Truncated(
+            "the WebP data is shorter than its RIFF header says".into(),
+        ));
+    }
+
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Header parsing allocates nothing sized by the image; the real limits go on below,
     // once the dimensions are known and can be reported.
     reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
-    if width > limits.max_side || height > limits.max_side {
-        return Err(MediaError::TooLarge {
-            width,
-            height,
-            max: limits.max_side,
-        });
-    }
+    check_max_side(width, height, limits)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (upright_width, upright_height) = if swaps_sides(orientation) {
         (height, width)
@@ -101,6 +105,27 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Med
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);
     Ok(flatten_on_white(image))
+}
+
+fn check_max_side(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), MediaError> {
+    if width > limits.max_side || height > limits.max_side {
+        return Err(MediaError::TooLarge {
+            width,
+            height,
+            max: limits.max_side,
+        });
+    }
+    Ok(())
+}
+
+/// Width and height from a PNG's IHDR chunk, which must come first.
+fn png_header_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.get(..8)? != b"\x89PNG\r\n\x1a\n" || bytes.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let width = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?);
+    let height = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?);
+    Some((width, height))
 }
 
 /// Size rules that do not need pixels: minimum sides and aspect ratio.
@@ -149,16 +174,7 @@ fn decode_error(error: ImageError) -> MediaError {
             MediaError::Truncated("the file ends before the image data is complete".into())
         }
         ImageError::Limits(_) => MediaError::Corrupt(format!("decoder limit reached: {error}")),
-        _ => {
-            let text = error.to_string();
-            // Decoders word a short read in several ways; call each of them what it is.
-            let lower = text.to_ascii_lowercase();
-            if lower.contains("eof") || lower.contains("end of file") || lower.contains("truncat") {
-                MediaError::Truncated(text)
-            } else {
-                MediaError::Corrupt(text)
-            }
-        }
+        _ => MediaError::Corrupt(error.to_string()),
     }
 }
 
@@ -176,6 +192,15 @@ fn flatten_on_white(image: DynamicImage) -> RgbImage {
         }
     }
     rgb
+}
+
+/// A RIFF file states its own length after the magic; a WebP decoder reports a shortfall
+/// only as a "corrupt bitstream".
+fn riff_is_complete(bytes: &[u8]) -> bool {
+    match bytes.get(4..8) {
+        Some(size) => 8 + u32::from_le_bytes(size.try_into().unwrap()) as usize <= bytes.len(),
+        None => false,
+    }
 }
 
 /// Walks the JPEG marker segments and entropy-coded data; true only if an EOI marker is
