@@ -151,16 +151,30 @@ async fn slot_loop(shared: Arc<Shared>, worker_id: String, mut stop: watch::Rece
     }
 }
 
-/// Any job write (a submit among them) wakes idle slots.
+/// Any job write (a submit among them) wakes idle slots; a write that ended a job (here or
+/// through a cancel of a queued job) deletes its uploaded inputs. Inputs an overflowed
+/// channel made us miss are left to the upload sweeper.
 async fn wake_on_events(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::RecvError;
     let mut events = shared.store.subscribe();
     loop {
-        tokio::select! {
+        let id = tokio::select! {
             got = events.recv() => match got {
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => shared.wake.notify_waiters(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Ok(id) => id,
+                Err(RecvError::Lagged(_)) => {
+                    shared.wake.notify_waiters();
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
             },
             _ = stop.changed() => return,
+        };
+        shared.wake.notify_waiters();
+        let store = shared.store.clone();
+        if let Ok(Ok(Some(job))) = tokio::task::spawn_blocking(move || store.get(&id)).await
+            && job.status.is_terminal()
+        {
+            delete_uploads(&shared.storage, &job.account, &job.request).await;
         }
     }
 }
@@ -237,14 +251,6 @@ async fn run_job(shared: &Arc<Shared>, claim: Claim, stop: &mut watch::Receiver<
         Err(e) => tracing::error!(job = %job.id, "recording the end of the attempt panicked: {e}"),
     }
     tracing::info!(job = %job.id, attempt = lease.attempt, ending = ?ending, "attempt ended");
-    // Uploads are inputs: once the job has ended for good nothing needs them.
-    let store = shared.store.clone();
-    let id = job.id.clone();
-    if let Ok(Ok(Some(now))) = tokio::task::spawn_blocking(move || store.get(&id)).await
-        && now.status.is_terminal()
-    {
-        delete_uploads(&shared.storage, &job.account, &job.request).await;
-    }
 }
 
 #[derive(Debug)]

@@ -355,3 +355,48 @@ async fn the_sweeper_deletes_expired_results_and_old_uploads() {
     let job = s.store.get(&id).unwrap().unwrap();
     assert_eq!((job.status, job.result_key), (JobStatus::Completed, None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_queued_job_deletes_its_uploads() {
+    let s = setup();
+    // One slot, busy with a long job, so the second job stays queued.
+    let worker = spawn(
+        &s,
+        WorkerConfig {
+            concurrency: 1,
+            ..worker_config()
+        },
+    );
+    let long = submit(
+        &s.store,
+        "acme",
+        &i2v(data_uri(&png(640, 480)), 15, Some(3)),
+    );
+    wait_for(&s.store, &long, Duration::from_secs(60), |j| {
+        j.status == JobStatus::Running
+    })
+    .await;
+    let upload = s.storage.put_upload("acme", png(500, 400)).await.unwrap();
+    let queued = submit(
+        &s.store,
+        "acme",
+        &i2v(format!("gallop://uploads/{upload}"), 3, Some(1)),
+    );
+    assert_eq!(
+        s.store.get(&queued).unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    assert_eq!(
+        s.store.cancel("acme", &queued).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.storage.read_upload("acme", &upload).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled job's input was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.stop().await;
+}

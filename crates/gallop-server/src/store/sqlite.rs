@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -12,6 +13,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use super::*;
+
+/// Reader connections: enough for a few concurrent polls on a small machine.
+const READERS: usize = 4;
 
 /// The database clock in unix milliseconds.
 const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
@@ -66,6 +70,10 @@ CREATE TABLE tokens (
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Reads (status polls, SSE) run here in parallel with writes: WAL lets readers proceed
+    /// while the writer commits.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
     config: StoreConfig,
     path: PathBuf,
     events: broadcast::Sender<String>,
@@ -83,9 +91,14 @@ impl SqliteStore {
         // FULL: an accepted job survives power loss too, not only a killed process.
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrate(&mut conn)?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(&path).map(Mutex::new))
+            .collect::<StoreResult<Vec<_>>>()?;
         let (events, _) = broadcast::channel(1024);
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
             config,
             path,
             events,
@@ -111,6 +124,18 @@ impl SqliteStore {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Runs a read on a free reader connection (or waits for the next in turn).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        for reader in &self.readers {
+            if let Ok(conn) = reader.try_lock() {
+                return f(&conn);
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
     }
 
     fn notify(&self, job_id: &str) {
@@ -148,6 +173,13 @@ impl SqliteStore {
             .saturating_mul(1i64 << doublings)
             .min(self.config.backoff_max_ms)
     }
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -212,7 +244,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-fn get_job(tx: &Transaction<'_>, id: &str) -> StoreResult<Option<Job>> {
+fn get_job(tx: &Connection, id: &str) -> StoreResult<Option<Job>> {
     Ok(tx
         .query_row(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
@@ -222,7 +254,7 @@ fn get_job(tx: &Transaction<'_>, id: &str) -> StoreResult<Option<Job>> {
         .optional()?)
 }
 
-fn count(tx: &Transaction<'_>, sql: &str, args: impl rusqlite::Params) -> StoreResult<u64> {
+fn count(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> StoreResult<u64> {
     Ok(tx.query_row(sql, args, |r| r.get::<_, i64>(0))? as u64)
 }
 
@@ -308,7 +340,7 @@ impl JobStore for SqliteStore {
     }
 
     fn get(&self, id: &str) -> StoreResult<Option<Job>> {
-        self.with_tx(TransactionBehavior::Deferred, |tx| get_job(tx, id))
+        self.read(|tx| get_job(tx, id))
     }
 
     fn get_for_account(&self, account: &str, id: &str) -> StoreResult<Option<Job>> {
@@ -316,7 +348,7 @@ impl JobStore for SqliteStore {
     }
 
     fn list(&self, account: &str, limit: u32, before_id: Option<&str>) -> StoreResult<Vec<Job>> {
-        self.with_tx(TransactionBehavior::Deferred, |tx| {
+        self.read(|tx| {
             let mut stmt = tx.prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE account = ?1 AND \
                  (?2 IS NULL OR seq < (SELECT seq FROM jobs WHERE id = ?2 AND account = ?1)) \
@@ -328,7 +360,7 @@ impl JobStore for SqliteStore {
     }
 
     fn queue_position(&self, id: &str) -> StoreResult<Option<u32>> {
-        let n = self.with_tx(TransactionBehavior::Deferred, |tx| {
+        let n = self.read(|tx| {
             count(
                 tx,
                 "SELECT COUNT(*) FROM jobs q, \
@@ -376,7 +408,7 @@ impl JobStore for SqliteStore {
     }
 
     fn count_by_status(&self) -> StoreResult<Vec<(JobStatus, u64)>> {
-        self.with_tx(TransactionBehavior::Deferred, |tx| {
+        self.read(|tx| {
             let mut stmt = tx.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             let mut out = Vec::new();
@@ -459,7 +491,7 @@ impl JobStore for SqliteStore {
         if !applied {
             return Ok(LeaseState::Lost);
         }
-        let cancel_requested = self.with_tx(TransactionBehavior::Deferred, |tx| {
+        let cancel_requested = self.read(|tx| {
             Ok(tx.query_row(
                 "SELECT cancel_requested FROM jobs WHERE id = ?1",
                 [&lease.job_id],
@@ -544,7 +576,7 @@ impl JobStore for SqliteStore {
     }
 
     fn expired_results(&self, age_ms: i64, limit: u32) -> StoreResult<Vec<String>> {
-        self.with_tx(TransactionBehavior::Deferred, |tx| {
+        self.read(|tx| {
             let mut stmt = tx.prepare(&format!(
                 "SELECT id FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
                  AND results_swept = 0 AND finished_ms < {NOW} - ?1 ORDER BY finished_ms LIMIT ?2"
@@ -584,7 +616,7 @@ impl JobStore for SqliteStore {
     }
 
     fn account_for_token(&self, token: &str) -> StoreResult<Option<String>> {
-        self.with_tx(TransactionBehavior::Deferred, |tx| {
+        self.read(|tx| {
             Ok(tx
                 .query_row(
                     "SELECT account FROM tokens WHERE hash = ?1",
@@ -596,9 +628,7 @@ impl JobStore for SqliteStore {
     }
 
     fn token_count(&self) -> StoreResult<u64> {
-        self.with_tx(TransactionBehavior::Deferred, |tx| {
-            count(tx, "SELECT COUNT(*) FROM tokens", [])
-        })
+        self.read(|tx| count(tx, "SELECT COUNT(*) FROM tokens", []))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<String> {
