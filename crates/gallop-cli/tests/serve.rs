@@ -1,0 +1,318 @@
+//! `gallop serve` and `gallop token create` as a user runs them: the real binary on a loopback
+//! port. The first start prints a token once; `token create` prints a token as its last line;
+//! accepted jobs survive `kill -9` and a restart.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const GALLOP: &str = env!("CARGO_BIN_EXE_gallop");
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("gallop-serve-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `gallop serve` and the lines of its stdout.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    addr: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, addr: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(GALLOP)
+            .args(["serve", "--addr", addr, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Server {
+            child,
+            lines,
+            addr: addr.to_string(),
+        }
+    }
+
+    /// Stdout lines up to and including the "listening" line.
+    fn startup_lines(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no listening line; stdout so far: {seen:?}"));
+            let done = line.contains("listening on");
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no shutdown code runs
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn token_from(lines: &[String]) -> String {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("GALLOP_TOKEN="))
+        .unwrap_or_else(|| panic!("no token line in {lines:?}"));
+    line["GALLOP_TOKEN=".len()..].to_string()
+}
+
+#[test]
+fn first_start_prints_a_token_once_and_token_create_prints_one_last() {
+    let dir = TempDir::new("tokens");
+    let addr = free_addr();
+    let server = Server::start(&dir.0, &addr, &[]);
+    let lines = server.startup_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("account \"local\"")),
+        "{lines:?}"
+    );
+    let token = token_from(&lines);
+    let (status, body) = http(&addr, "GET", "/v1/models", &token, "application/json", b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["models"][0]["engine"], "preview");
+    let (status, _) = http(&addr, "GET", "/v1/models", "wrong", "application/json", b"");
+    assert_eq!(status, 401);
+
+    // A token for another account, made while the server runs, works at once.
+    let out = Command::new(GALLOP)
+        .args(["token", "create", "--account", "acme", "--data-dir"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let acme = stdout.lines().last().unwrap().trim().to_string();
+    assert!(acme.len() >= 32, "{stdout}");
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/client/v4/accounts/acme/ai/run",
+        &acme,
+        "application/json",
+        br#"{"request_id": "none"}"#,
+    );
+    assert_eq!(status, 404, "authenticated, and no such job: {body}");
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/client/v4/accounts/local/ai/run",
+        &acme,
+        "application/json",
+        b"{}",
+    );
+    assert_eq!(status, 401, "acme's token is not valid for account local");
+
+    // A restart with tokens in the store prints none; the old ones still work.
+    drop(server);
+    let server = Server::start(&dir.0, &addr, &[]);
+    let lines = server.startup_lines();
+    assert!(
+        lines.iter().all(|l| !l.contains("GALLOP_TOKEN")),
+        "{lines:?}"
+    );
+    let (status, _) = http(&addr, "GET", "/v1/jobs", &token, "application/json", b"");
+    assert_eq!(status, 200);
+
+    let out = Command::new(GALLOP)
+        .args(["token", "create", "--account", "no spaces", "--data-dir"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--account"));
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn accepted_jobs_survive_kill_9_and_complete_after_restart() {
+    let dir = TempDir::new("durable");
+    let addr = free_addr();
+    let mut server = Server::start(&dir.0, &addr, &["--workers", "1"]);
+    let token = token_from(&server.startup_lines());
+
+    const N: usize = 3;
+    let mut ids = Vec::new();
+    for _ in 0..N {
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/v1/uploads",
+            &token,
+            "image/png",
+            &png(480, 360),
+        );
+        assert_eq!(status, 201, "{body}");
+        let uri = json(&body)["uri"].as_str().unwrap().to_string();
+        let job = serde_json::json!({
+            "model": "alibaba/hh1-i2v",
+            "input": {"image": uri, "duration": 3}
+        });
+        let (status, body) = http(
+            &addr,
+            "POST",
+            "/v1/jobs",
+            &token,
+            "application/json",
+            job.to_string().as_bytes(),
+        );
+        assert_eq!(status, 202, "{body}");
+        ids.push(json(&body)["id"].as_str().unwrap().to_string());
+    }
+    // Kill the server mid-job, without warning.
+    let start = Instant::now();
+    loop {
+        let (_, body) = http(
+            &addr,
+            "GET",
+            &format!("/v1/jobs/{}", ids[0]),
+            &token,
+            "application/json",
+            b"",
+        );
+        let job = json(&body);
+        if job["status"] == "running" {
+            break;
+        }
+        assert_eq!(job["status"], "queued", "{job}");
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+
+    let server = Server::start(&dir.0, &addr, &["--workers", "1"]);
+    server.startup_lines();
+    // The interrupted job waits out its lease (about a minute), then runs again.
+    let deadline = Instant::now() + Duration::from_secs(400);
+    for id in &ids {
+        loop {
+            let (status, body) = http(
+                &addr,
+                "GET",
+                &format!("/v1/jobs/{id}"),
+                &token,
+                "application/json",
+                b"",
+            );
+            assert_eq!(status, 200, "{body}");
+            let job = json(&body);
+            if job["status"] == "completed" {
+                break;
+            }
+            assert!(
+                ["queued", "running"].contains(&job["status"].as_str().unwrap()),
+                "{job}"
+            );
+            assert!(Instant::now() < deadline, "{job}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let (_, body) = http(
+        &addr,
+        "GET",
+        &format!("/v1/jobs/{}", ids[0]),
+        &token,
+        "application/json",
+        b"",
+    );
+    assert!(
+        json(&body)["attempt"].as_u64().unwrap() >= 2,
+        "the interrupted job ran again: {body}"
+    );
+    drop(server);
+}
