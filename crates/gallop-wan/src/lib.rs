@@ -3,6 +3,8 @@
 
 pub mod clip;
 pub mod debug;
+pub mod model_dir;
+pub mod pipeline;
 pub mod scheduler;
 pub mod t5;
 pub mod testing;

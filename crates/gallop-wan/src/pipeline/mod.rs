@@ -1,0 +1,316 @@
+//! The Wan pipelines as diffusers writes them, over the components of one model directory:
+//! text to video, TI2V-5B image to video (clean first-frame latent, per-token timesteps),
+//! Wan2.1-I2V / I2V-A14B image to video (mask + first-frame latent channels, two experts).
+//!
+//! The recipe: initial noise -> `steps` scheduler steps, each a transformer pass per guidance
+//! branch (classifier-free guidance) -> denormalise -> VAE decode -> frames in [0, 1].
+
+mod conditioning;
+mod noise;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, ensure};
+use candle_core::{DType, Device, Tensor};
+
+use crate::model_dir::{ModelIndex, PipelineClass};
+use crate::scheduler::Scheduler;
+use crate::transformer::{TransformerInputs, WanTransformer};
+use crate::vae::AutoencoderKLWan;
+
+pub use conditioning::image_to_tensor;
+pub use noise::gaussian_noise;
+
+/// The negative prompt the Wan family samples with (its `sample_neg_prompt`), used when a request
+/// gives none. diffusers itself falls back to "", so pass it explicitly to match diffusers.
+pub const DEFAULT_NEGATIVE_PROMPT: &str = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
+
+/// The run was cancelled between steps.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+pub struct Cancelled;
+
+/// One run's inputs, in the units diffusers' `__call__` takes them.
+#[derive(Debug, Clone)]
+pub struct GenerateArgs {
+    /// [1, tokens, text_dim] text embeddings (padded rows zero), as `encode_prompt` makes.
+    pub prompt_embeds: Tensor,
+    /// Required when guidance is on (scale > 1).
+    pub negative_prompt_embeds: Option<Tensor>,
+    /// i2v: the first frame, [1, 3, height, width] in [-1, 1] (see [`image_to_tensor`]).
+    pub image: Option<Tensor>,
+    pub height: usize,
+    pub width: usize,
+    /// 4n + 1.
+    pub num_frames: usize,
+    pub steps: usize,
+    pub guidance_scale: f64,
+    /// A14B: the low-noise expert's scale; `guidance_scale` when None.
+    pub guidance_scale_2: Option<f64>,
+    /// The initial noise, shaped as [`WanPipeline::latent_shape`] says.
+    pub latents: Tensor,
+}
+
+/// The caller's side of a run: per-step progress and a cancel flag read between steps.
+pub struct StepHooks<'a> {
+    /// (steps done, total steps)
+    pub progress: &'a mut dyn FnMut(usize, usize),
+    pub cancel: &'a AtomicBool,
+}
+
+pub struct WanPipeline {
+    index: ModelIndex,
+    transformer: WanTransformer,
+    /// A14B: the low-noise expert.
+    transformer_2: Option<WanTransformer>,
+    vae: AutoencoderKLWan,
+    scheduler: Scheduler,
+    device: Device,
+}
+
+impl WanPipeline {
+    /// Load every component of a diffusers model directory (memory-mapped, weights converted to
+    /// `dtype`; f32 on CPU). The text encoder is loaded separately (see `text`).
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+        let index = ModelIndex::read(dir)?;
+        let transformer = WanTransformer::load(&index.component_dir("transformer"), dtype, device)?;
+        let transformer_2 = match index.has("transformer_2") {
+            true => Some(WanTransformer::load(
+                &index.component_dir("transformer_2"),
+                dtype,
+                device,
+            )?),
+            false => None,
+        };
+        let vae = AutoencoderKLWan::load(&index.component_dir("vae"), DType::F32, device)?;
+        let scheduler = Scheduler::from_dir(&index.component_dir("scheduler"))?;
+        let pipeline = Self {
+            index,
+            transformer,
+            transformer_2,
+            vae,
+            scheduler,
+            device: device.clone(),
+        };
+        pipeline.check_components()?;
+        Ok(pipeline)
+    }
+
+    /// The components must fit together: channel counts follow the recipe.
+    fn check_components(&self) -> anyhow::Result<()> {
+        let cfg = self.transformer.config();
+        let z = self.vae.config().z_dim;
+        let expected = match self.index.class {
+            PipelineClass::ImageToVideo if !self.index.expand_timesteps => 2 * z + 4,
+            _ => z,
+        };
+        ensure!(
+            cfg.in_channels == expected,
+            "{}: transformer in_channels is {} but this {:?} pipeline with a z_dim {z} VAE needs {expected}",
+            self.index.dir.display(),
+            cfg.in_channels,
+            self.index.class
+        );
+        ensure!(
+            cfg.out_channels() == z,
+            "{}: transformer out_channels is {} but the VAE's z_dim is {z}",
+            self.index.dir.display(),
+            cfg.out_channels()
+        );
+        if let Some(t2) = &self.transformer_2 {
+            ensure!(
+                t2.config().in_channels == cfg.in_channels,
+                "{}: transformer_2 in_channels ({}) differs from transformer's ({})",
+                self.index.dir.display(),
+                t2.config().in_channels,
+                cfg.in_channels
+            );
+        }
+        ensure!(
+            cfg.image_dim.is_none(),
+            "{}: the transformer takes CLIP image tokens (image_dim is set); the Wan2.1-I2V recipe \
+             with an image encoder is not supported yet",
+            self.index.dir.display()
+        );
+        Ok(())
+    }
+
+    pub fn index(&self) -> &ModelIndex {
+        &self.index
+    }
+
+    pub fn vae(&self) -> &AutoencoderKLWan {
+        &self.vae
+    }
+
+    pub fn transformer(&self) -> &WanTransformer {
+        &self.transformer
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Pixels per latent cell times the transformer's patch: height and width must be multiples.
+    pub fn size_multiple(&self) -> (usize, usize) {
+        let s = self.vae.config().scale_factor_spatial;
+        let (_, ph, pw) = self.transformer.config().patch();
+        (s * ph, s * pw)
+    }
+
+    /// Frames per latent frame (4): frame counts are `temporal * n + 1`.
+    pub fn temporal_factor(&self) -> usize {
+        self.vae.config().scale_factor_temporal
+    }
+
+    /// Reject sizes the recipe cannot run, naming the field and the rule.
+    pub fn check_size(&self, height: usize, width: usize, num_frames: usize) -> anyhow::Result<()> {
+        let (mh, mw) = self.size_multiple();
+        ensure!(
+            height >= mh && height % mh == 0,
+            "height {height} must be a positive multiple of {mh} for this checkpoint"
+        );
+        ensure!(
+            width >= mw && width % mw == 0,
+            "width {width} must be a positive multiple of {mw} for this checkpoint"
+        );
+        let t = self.temporal_factor();
+        ensure!(
+            num_frames % t == 1,
+            "num_frames {num_frames} must be {t}n + 1 (1, 5, 9, ...)"
+        );
+        Ok(())
+    }
+
+    /// The initial noise's shape, as diffusers' `prepare_latents` makes it.
+    pub fn latent_shape(&self, height: usize, width: usize, num_frames: usize) -> [usize; 5] {
+        let s = self.vae.config().scale_factor_spatial;
+        let channels = match self.index.class {
+            // WanPipeline sizes the noise by the transformer, the others by the VAE.
+            PipelineClass::TextToVideo => self.transformer.config().in_channels,
+            _ => self.vae.config().z_dim,
+        };
+        [
+            1,
+            channels,
+            (num_frames - 1) / self.temporal_factor() + 1,
+            height / s,
+            width / s,
+        ]
+    }
+
+    /// The whole run: denoise, then decode. Frames `[F, H, W, 3]` f32 in [0, 1].
+    pub fn generate(&self, args: &GenerateArgs, hooks: StepHooks<'_>) -> anyhow::Result<Tensor> {
+        let latents = self.denoise(args, hooks)?;
+        self.decode(&latents)
+    }
+
+    /// The denoising loop; returns the final (normalised) latents.
+    pub fn denoise(&self, args: &GenerateArgs, hooks: StepHooks<'_>) -> anyhow::Result<Tensor> {
+        self.check_size(args.height, args.width, args.num_frames)?;
+        ensure!(args.steps >= 1, "steps must be at least 1");
+        let shape = self.latent_shape(args.height, args.width, args.num_frames);
+        ensure!(
+            args.latents.dims() == shape,
+            "initial latents must be shaped {shape:?} for {}x{} and {} frames, got {:?}",
+            args.width,
+            args.height,
+            args.num_frames,
+            args.latents.dims()
+        );
+        let guided = args.guidance_scale > 1.0;
+        let negative = match (guided, &args.negative_prompt_embeds) {
+            (true, Some(n)) => Some(n.to_dtype(DType::F32)?),
+            (true, None) => anyhow::bail!(
+                "negative_prompt_embeds are required when guidance_scale > 1 (classifier-free guidance)"
+            ),
+            (false, _) => None,
+        };
+        let prompt = args.prompt_embeds.to_dtype(DType::F32)?;
+        let condition = conditioning::Condition::prepare(self, args)?;
+
+        let mut scheduler = self.scheduler.clone();
+        scheduler.set_timesteps(args.steps)?;
+        let timesteps = scheduler.timesteps().to_vec();
+        let boundary = self
+            .index
+            .boundary_ratio
+            .map(|r| r * num_train_timesteps(&scheduler) as f64);
+        let mut latents = args.latents.to_dtype(DType::F32)?;
+        let (progress, cancel) = (hooks.progress, hooks.cancel);
+        for (i, &t) in timesteps.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Cancelled.into());
+            }
+            // A14B: the high-noise expert while t >= boundary, then the low-noise one.
+            let (model, scale) = match (boundary, &self.transformer_2) {
+                (Some(b), Some(low)) if (t as f64) < b => {
+                    (low, args.guidance_scale_2.unwrap_or(args.guidance_scale))
+                }
+                _ => (&self.transformer, args.guidance_scale),
+            };
+            let (hidden_states, timestep) = condition.model_input(&latents, t)?;
+            let mut inputs = TransformerInputs::new(hidden_states, timestep, prompt.clone());
+            let cond = model.forward(&inputs)?;
+            let noise_pred = match &negative {
+                Some(negative) => {
+                    inputs.encoder_hidden_states = negative.clone();
+                    let uncond = model.forward(&inputs)?;
+                    // uncond + scale * (cond - uncond), in diffusers' order of operations.
+                    (&uncond + ((cond - &uncond)? * scale)?)?
+                }
+                None => cond,
+            };
+            latents = scheduler.step(&noise_pred, &latents)?;
+            progress(i + 1, timesteps.len());
+        }
+        condition.finish(latents)
+    }
+
+    /// Normalised latents -> frames `[F, H, W, 3]` f32 in [0, 1] (diffusers' `output_type="np"`).
+    pub fn decode(&self, latents: &Tensor) -> anyhow::Result<Tensor> {
+        let z = self.vae.denormalize_latents(latents)?;
+        let video = self.vae.decode(&z)?; // [1, 3, F, H, W] in [-1, 1]
+        to_unit_frames(&video)
+    }
+
+    /// As [`Self::decode`], one latent frame at a time: `sink` gets `[n, H, W, 3]` frames in
+    /// [0, 1] as they are decoded (1 first, then 4 per latent frame), so long videos stream.
+    pub fn decode_streaming(
+        &self,
+        latents: &Tensor,
+        sink: &mut dyn FnMut(Tensor) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let z = self.vae.denormalize_latents(latents)?;
+        let (_, _, t, h, w) = z.dims5()?;
+        let s = self.vae.config().scale_factor_spatial;
+        if h * s * w * s > crate::vae::AUTO_TILE_PIXELS {
+            // Large frames decode tiled, which needs the whole latent video at once.
+            return sink(self.decode(latents)?);
+        }
+        let mut stream = self.vae.decode_stream();
+        for i in 0..t {
+            let video = stream.push(&z.narrow(2, i, 1)?)?;
+            sink(to_unit_frames(&video)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[1, 3, F, H, W]` in [-1, 1] -> `[F, H, W, 3]` in [0, 1].
+fn to_unit_frames(video: &Tensor) -> anyhow::Result<Tensor> {
+    let frames = video
+        .squeeze(0)
+        .context("decoded video must have batch 1")?
+        .permute((1, 2, 3, 0))?
+        .contiguous()?;
+    Ok(((frames * 0.5)? + 0.5)?.clamp(0f32, 1f32)?)
+}
+
+fn num_train_timesteps(scheduler: &Scheduler) -> usize {
+    match scheduler {
+        Scheduler::UniPc(s) => s.config().num_train_timesteps,
+        Scheduler::FlowMatchEuler(s) => s.config().num_train_timesteps,
+    }
+}

@@ -1,0 +1,113 @@
+//! Whole pipelines against diffusers: tiny checkpoints saved with `save_pretrained`
+//! (scripts/fixtures/pipelines.py), the same initial noise and prompt embeddings, frames within
+//! 1e-3 (max abs) of diffusers' `output_type="np"` frames.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device, Tensor};
+use gallop_wan::pipeline::{GenerateArgs, StepHooks, WanPipeline, image_to_tensor};
+
+fn case_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pipelines")
+        .join(name)
+}
+
+struct Case {
+    pipeline: WanPipeline,
+    args: GenerateArgs,
+    expected_frames: Tensor,
+    expected_latents: Tensor,
+}
+
+fn load_case(name: &str) -> Case {
+    let dir = case_dir(name);
+    let device = Device::Cpu;
+    let pipeline = WanPipeline::load(&dir.join("model"), DType::F32, &device).unwrap();
+    let call: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &device).unwrap();
+    let outputs = candle_core::safetensors::load(dir.join("outputs.safetensors"), &device).unwrap();
+    let image = dir.join("image.png");
+    let image = image.exists().then(|| {
+        let img = image::open(&image).unwrap().to_rgb8();
+        image_to_tensor(&img, &device).unwrap()
+    });
+    let num = |k: &str| call[k].as_u64().unwrap() as usize;
+    let args = GenerateArgs {
+        prompt_embeds: inputs["prompt_embeds"].clone(),
+        negative_prompt_embeds: inputs.get("negative_prompt_embeds").cloned(),
+        image,
+        height: num("height"),
+        width: num("width"),
+        num_frames: num("num_frames"),
+        steps: num("num_inference_steps"),
+        guidance_scale: call["guidance_scale"].as_f64().unwrap(),
+        guidance_scale_2: call.get("guidance_scale_2").and_then(|v| v.as_f64()),
+        latents: inputs["latents"].clone(),
+    };
+    Case {
+        pipeline,
+        args,
+        expected_frames: outputs["frames"].clone(),
+        expected_latents: outputs["latents"].clone(),
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Runs a case from the diffusers embeddings and checks latents and frames.
+fn check_case(name: &str) {
+    let case = load_case(name);
+    let cancel = AtomicBool::new(false);
+    let mut steps_seen = Vec::new();
+    let mut progress = |done: usize, total: usize| steps_seen.push((done, total));
+    let hooks = StepHooks {
+        progress: &mut progress,
+        cancel: &cancel,
+    };
+    let latents = case.pipeline.denoise(&case.args, hooks).unwrap();
+    let n = case.args.steps;
+    assert_eq!(steps_seen, (1..=n).map(|i| (i, n)).collect::<Vec<_>>());
+    gallop_wan::testing::assert_close(
+        &format!("{name} final latents"),
+        &latents,
+        &case.expected_latents,
+        1e-4,
+    );
+    let frames = case.pipeline.decode(&latents).unwrap();
+    let diff = max_abs_diff(&frames, &case.expected_frames);
+    eprintln!("{name}: frames max abs diff {diff:e}");
+    assert!(
+        diff < 1e-3,
+        "{name}: frames differ from diffusers by {diff} (max abs)"
+    );
+}
+
+#[test]
+fn ti2v_5b_style_matches_diffusers() {
+    check_case("ti2v");
+}
+
+#[test]
+fn t2v_matches_diffusers() {
+    check_case("t2v");
+}
+
+#[test]
+fn a14b_two_experts_match_diffusers() {
+    check_case("a14b");
+}
