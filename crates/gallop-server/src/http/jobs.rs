@@ -34,8 +34,12 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let bytes = super::body::body_bytes(body, state.body_limit)?;
-    let object = json_object(&headers, Ok(bytes.clone()), state.body_limit)?;
+    let object = json_object(&headers, body, state.body_limit)?;
+    // serde_json's maps are sorted, so this is a canonical form: key order and whitespace do
+    // not make two bodies differ for Idempotency-Key.
+    let body_hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&object).map_err(ApiError::internal)?,
+    ));
     // The same body as Cloudflare's /ai/run; a job here is always queued.
     let request = match parse_run_body(&Value::Object(object)).map_err(api_error)? {
         RunBody::Submit { request, .. } => request,
@@ -60,7 +64,7 @@ pub async fn create(
             })?;
             Some(Idempotency {
                 key: key.to_string(),
-                body_hash: hex::encode(Sha256::digest(&bytes)),
+                body_hash,
             })
         }
     };

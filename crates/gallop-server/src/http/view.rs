@@ -41,8 +41,29 @@ pub fn job_json(job: &Job, extras: &JobExtras) -> Value {
         },
         "result": extras.video_url.as_ref().map(|url| json!({ "video": url })),
         "error": error_json(job),
-        "request": job.request,
+        "request": request_summary(&job.request),
     })
+}
+
+/// Longest image uri shown as is; a `data:` uri is mostly base64 and is shortened past it so
+/// polls stay small.
+const MAX_SHOWN_URI: usize = 200;
+
+/// The request as stored, with long `data:` image uris shortened to their head and size.
+pub fn request_summary(request: &Value) -> Value {
+    let mut request = request.clone();
+    if let Some(images) = request.get_mut("images").and_then(Value::as_array_mut) {
+        for image in images {
+            if let Some(uri) = image.as_str()
+                && uri.starts_with("data:")
+                && uri.len() > MAX_SHOWN_URI
+            {
+                let head: String = uri.chars().take(40).collect();
+                *image = json!(format!("{head}... ({} characters)", uri.len()));
+            }
+        }
+    }
+    request
 }
 
 /// Seconds left, from the pace so far: elapsed / steps done * steps left. None before the first step.
@@ -246,6 +267,22 @@ mod tests {
             queue_position: None,
             now_ms: 12_000,
         }
+    }
+
+    #[test]
+    fn long_data_uris_are_shortened_in_views() {
+        let long = format!("data:image/png;base64,{}", "A".repeat(5000));
+        let request = json!({"images": [long, "https://x/a.png"], "prompt": "p"});
+        let shown = request_summary(&request);
+        assert_eq!(
+            shown["images"][0],
+            format!(
+                "data:image/png;base64,AAAAAAAAAAAAAAAAAA... ({} characters)",
+                5022
+            )
+        );
+        assert_eq!(shown["images"][1], "https://x/a.png");
+        assert_eq!(shown["prompt"], "p");
     }
 
     #[test]
