@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 /// The weight files of one component folder: the shards an index names, else every safetensors file.
@@ -64,6 +64,144 @@ pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path) -> anyhow::Result
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A VarBuilder that reads each tensor from the files only when asked, with positioned reads
+/// (no memory map): the process then holds exactly one copy of the weights, where a mapped file
+/// would stay resident beside the converted copies until the builder is dropped.
+pub fn read_var_builder(
+    dir: &Path,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<VarBuilder<'static>> {
+    let mut tensors = std::collections::HashMap::new();
+    for path in weight_files(dir)? {
+        let file = std::sync::Arc::new(
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+        );
+        for (name, entry) in read_safetensors_header(&file, &path)? {
+            tensors.insert(name, (file.clone(), entry));
+        }
+    }
+    Ok(VarBuilder::from_backend(
+        Box::new(FileTensors { tensors }),
+        dtype,
+        device.clone(),
+    ))
+}
+
+/// Where one tensor lies in a safetensors file.
+struct FileEntry {
+    dtype: DType,
+    shape: Vec<usize>,
+    start: u64,
+    len: usize,
+}
+
+/// The tensor table of a safetensors file: an 8-byte little-endian header length, a JSON header
+/// of `name -> {dtype, shape, data_offsets}`, then the data.
+fn read_safetensors_header(
+    file: &std::fs::File,
+    path: &Path,
+) -> anyhow::Result<Vec<(String, FileEntry)>> {
+    use std::os::unix::fs::FileExt;
+    let mut len = [0u8; 8];
+    file.read_exact_at(&mut len, 0)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let header_len = u64::from_le_bytes(len);
+    anyhow::ensure!(
+        header_len < 100 << 20,
+        "{}: safetensors header of {header_len} bytes",
+        path.display()
+    );
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact_at(&mut header, 8)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .with_context(|| format!("parsing the safetensors header of {}", path.display()))?;
+    let data_start = 8 + header_len;
+    let mut entries = Vec::new();
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = match info["dtype"].as_str() {
+            Some("F32") => DType::F32,
+            Some("F16") => DType::F16,
+            Some("BF16") => DType::BF16,
+            Some("F64") => DType::F64,
+            other => bail!(
+                "{}: tensor {name} has unsupported dtype {other:?}",
+                path.display()
+            ),
+        };
+        let shape: Vec<usize> = serde_json::from_value(info["shape"].clone())
+            .with_context(|| format!("{}: shape of {name}", path.display()))?;
+        let offsets: [u64; 2] = serde_json::from_value(info["data_offsets"].clone())
+            .with_context(|| format!("{}: data_offsets of {name}", path.display()))?;
+        let len = (offsets[1] - offsets[0]) as usize;
+        anyhow::ensure!(
+            len == shape.iter().product::<usize>() * dtype.size_in_bytes(),
+            "{}: tensor {name} has {len} bytes for shape {shape:?}",
+            path.display()
+        );
+        entries.push((
+            name,
+            FileEntry {
+                dtype,
+                shape,
+                start: data_start + offsets[0],
+                len,
+            },
+        ));
+    }
+    Ok(entries)
+}
+
+struct FileTensors {
+    tensors: std::collections::HashMap<String, (std::sync::Arc<std::fs::File>, FileEntry)>,
+}
+
+impl FileTensors {
+    fn read(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        use std::os::unix::fs::FileExt;
+        let Some((file, entry)) = self.tensors.get(name) else {
+            candle_core::bail!("cannot find tensor {name}");
+        };
+        let mut bytes = vec![0u8; entry.len];
+        file.read_exact_at(&mut bytes, entry.start)?;
+        Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(dev)
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for FileTensors {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.read(name, dtype, dev)?;
+        if t.dims() != s.dims() {
+            candle_core::bail!(
+                "shape mismatch for {name}: expected {:?}, file has {:?}",
+                s.dims(),
+                t.dims()
+            );
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.read(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }
 
 /// A weight source for checking a loader against a checkpoint manifest (tensor name -> shape)

@@ -4,7 +4,7 @@
 //! Activations inside the VAE are laid out `[B, T, C, H, W]` (frames-major) so that a run of frames
 //! is a batch of images with no copy, and cutting or joining along time is cheap.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 /// Frames of history a causal conv keeps between chunks (its kernel is at most 3 deep).
@@ -120,6 +120,9 @@ impl CausalConv3d {
             );
         }
         let t_out = (padded_t - self.kt) / self.stride_t + 1;
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
+            return self.forward_cpu_f32(&xs, t_out);
+        }
         let per_call = (CONV_CALL_ELEMENTS / (b * self.kt * c * h * w).max(1)).max(1);
         let mut outputs = Vec::with_capacity(t_out.div_ceil(per_call));
         let mut start = 0;
@@ -154,6 +157,110 @@ impl CausalConv3d {
             .broadcast_add(&self.bias)?;
         let (_, o, oh, ow) = out.dims4()?;
         out.reshape((b, n, o, oh, ow))
+    }
+}
+
+impl CausalConv3d {
+    /// The CPU f32 path: an implicit GEMM with no im2col buffer. Per output frame, the `kt` time
+    /// taps are gathered into one zero-bordered stack `[C * kt, H + 2p, W + 2p]`; each of the
+    /// `kh * kw` spatial taps is then one GEMM, weight `[out, C * kt]` (a strided view of the
+    /// kernel) times the stack shifted by that tap (a strided view too), accumulated into an
+    /// output whose rows keep the padded width (the extra columns are dropped at the end).
+    fn forward_cpu_f32(&self, xs: &Tensor, t_out: usize) -> Result<Tensor> {
+        let (b, tp, c, h, w) = xs.dims5()?;
+        let (o, i, kt, kh, kw) = self.weight.dims5()?;
+        if i != c {
+            candle_core::bail!("causal conv: input has {c} channels, the kernel takes {i}");
+        }
+        let p = self.pad_s;
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let (ho, wo) = (hp + 1 - kh, wp + 1 - kw);
+        let plane = hp * wp;
+        let k = c * kt;
+        // Flat output positions y * wp + x that cover every valid (y, x < wo).
+        let n = (ho - 1) * wp + wo;
+
+        let xs = xs.contiguous()?;
+        let weight = self.weight.contiguous()?;
+        let bias = self.bias.flatten_all()?.to_vec1::<f32>()?;
+        let (x_storage, x_layout) = xs.storage_and_layout();
+        let x = cpu_f32(&x_storage)?;
+        let x = &x[x_layout.start_offset()..];
+        let (w_storage, w_layout) = weight.storage_and_layout();
+        let wt = cpu_f32(&w_storage)?;
+        let wt = &wt[w_layout.start_offset()..];
+
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        let mut out = vec![0f32; b * t_out * o * ho * wo];
+        let mut stack = vec![0f32; k * plane];
+        let mut acc = vec![0f32; o * ho * wp];
+        for bi in 0..b {
+            for to in 0..t_out {
+                for ci in 0..c {
+                    for dt in 0..kt {
+                        let frame = bi * tp + to * self.stride_t + dt;
+                        let src = &x[(frame * c + ci) * h * w..][..h * w];
+                        let dst = &mut stack[(ci * kt + dt) * plane..][..plane];
+                        for y in 0..h {
+                            dst[(y + p) * wp + p..][..w].copy_from_slice(&src[y * w..][..w]);
+                        }
+                    }
+                }
+                for (oi, row) in acc.chunks_mut(ho * wp).enumerate() {
+                    row.fill(bias[oi]);
+                }
+                for dy in 0..kh {
+                    for dx in 0..kw {
+                        // SAFETY: every index the GEMM touches is in bounds: lhs rows are kernel
+                        // rows (o < out, k < in * kt), rhs reads stop at the stack's last element
+                        // (n - 1 + (kh - 1) * wp + kw - 1 = plane - 1), dst is `acc`.
+                        unsafe {
+                            gemm::gemm(
+                                o,
+                                n,
+                                k,
+                                acc.as_mut_ptr(),
+                                1,
+                                (ho * wp) as isize,
+                                true,
+                                wt.as_ptr().add(dy * kw + dx),
+                                (kh * kw) as isize,
+                                (i * kt * kh * kw) as isize,
+                                stack.as_ptr().add(dy * wp + dx),
+                                1,
+                                plane as isize,
+                                1f32,
+                                1f32,
+                                false,
+                                false,
+                                false,
+                                parallelism,
+                            );
+                        }
+                    }
+                }
+                let frame_out = &mut out[(bi * t_out + to) * o * ho * wo..][..o * ho * wo];
+                for oi in 0..o {
+                    for y in 0..ho {
+                        frame_out[(oi * ho + y) * wo..][..wo]
+                            .copy_from_slice(&acc[oi * ho * wp + y * wp..][..wo]);
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(out, (b, t_out, o, ho, wo), &Device::Cpu)
+    }
+}
+
+fn cpu_f32(storage: &Storage) -> Result<&[f32]> {
+    match storage {
+        Storage::Cpu(cpu) => cpu.as_slice::<f32>(),
+        _ => candle_core::bail!("expected a CPU tensor"),
     }
 }
 
@@ -244,5 +351,52 @@ pub(crate) fn channel_dim(x: &Tensor) -> Result<usize> {
     match x.rank() {
         r if r >= 3 => Ok(r - 3),
         r => candle_core::bail!("expected [.., C, H, W], got rank {r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU f32 implicit-GEMM path equals the conv2d path (taken for f64) on odd sizes,
+    /// batch 2, a cache, a time stride and a 1x1 kernel.
+    #[test]
+    fn implicit_gemm_matches_conv2d_path() {
+        let dev = Device::Cpu;
+        let cases = [
+            // (in, out, kt, ks, pad_t, pad_s, stride_t, frames, history)
+            (3, 5, 3, 3, 1, 1, 1, 4, 1),
+            (4, 6, 3, 3, 1, 1, 1, 1, 2),
+            (4, 4, 3, 1, 0, 0, 2, 5, 0),
+            (5, 3, 1, 1, 0, 0, 1, 3, 0),
+        ];
+        for (ci, co, kt, ks, pt, ps, st, frames, hist) in cases {
+            let weight = Tensor::randn(0f32, 1f32, (co, ci, kt, ks, ks), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1f32, (1, co, 1, 1), &dev).unwrap();
+            let conv = |dtype| CausalConv3d {
+                weight: weight.to_dtype(dtype).unwrap(),
+                bias: bias.to_dtype(dtype).unwrap(),
+                kt,
+                stride_t: st,
+                pad_t: 2 * pt,
+                pad_s: ps,
+            };
+            let x = Tensor::randn(0f32, 1f32, (2, frames, ci, 6, 7), &dev).unwrap();
+            let history =
+                (hist > 0).then(|| Tensor::randn(0f32, 1f32, (2, hist, ci, 6, 7), &dev).unwrap());
+            let fast = conv(DType::F32).forward(&x, history.as_ref()).unwrap();
+            let reference = conv(DType::F64)
+                .forward(
+                    &x.to_dtype(DType::F64).unwrap(),
+                    history.map(|h| h.to_dtype(DType::F64).unwrap()).as_ref(),
+                )
+                .unwrap();
+            assert_eq!(fast.dims(), reference.dims());
+            let err = crate::testing::relative_error(&fast, &reference).unwrap();
+            assert!(
+                err < 1e-5,
+                "case {ci}->{co} k{kt}x{ks}: relative error {err:e}"
+            );
+        }
     }
 }

@@ -166,7 +166,7 @@ impl AutoencoderKLWan {
     /// Load from a diffusers component folder (`config.json` + safetensors).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config: VaeConfig = crate::weights::read_config(dir)?;
-        let vb = crate::weights::var_builder(dir, dtype, device)?;
+        let vb = crate::weights::read_var_builder(dir, dtype, device)?;
         Self::new(config, vb).with_context(|| format!("loading the VAE from {}", dir.display()))
     }
 
