@@ -3,7 +3,7 @@
 //!
 //! cargo bench -p gallop-wan --bench dit --no-run, then run the printed binary:
 //!   RAYON_NUM_THREADS=2 /usr/bin/time -v target/release/deps/dit-* [--repeat 3]
-//! Prints load and forward seconds, and the relative error against diffusers' sample.
+//! Prints load and forward seconds (wall, and CPU of all threads), and the relative error against diffusers' sample.
 
 use std::path::Path;
 use std::time::Instant;
@@ -33,9 +33,13 @@ fn main() -> anyhow::Result<()> {
     )?)?;
     let mut sample = None;
     for _ in 0..repeat {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_seconds());
         sample = Some(model.forward(&inputs)?);
-        println!("forward {:.3}s", start.elapsed().as_secs_f64());
+        println!(
+            "forward {:.3}s (cpu {:.3}s)",
+            start.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu
+        );
     }
     let reference = root.join("diffusers_sample.safetensors");
     if let (Some(sample), true) = (sample, reference.exists()) {
@@ -46,4 +50,20 @@ fn main() -> anyhow::Result<()> {
         println!("relative error vs diffusers {err:.2e}");
     }
     Ok(())
+}
+
+/// User + system CPU seconds of this process (all threads), from /proc/self/stat; wall time alone
+/// misleads when other jobs share the cores.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -5,7 +5,7 @@ benches/dit.rs (12 heads x 128, ffn 8960, text_dim 4096, 2 layers, in/out 16; la
 First run writes random weights to /tmp/dit-bench/model/ (save_pretrained) and the inputs to
 /tmp/dit-bench/inputs.safetensors, which the Rust bench reads too. Run by hand (never in CI):
   /usr/bin/time -v /tmp/ref/bin/python crates/gallop-wan/benches/dit_diffusers.py [--repeat 3]
-Prints load and forward seconds; writes the sample to /tmp/dit-bench/diffusers_sample.safetensors.
+Prints load and forward seconds (wall, and CPU of all threads); writes the sample to /tmp/dit-bench/diffusers_sample.safetensors.
 """
 
 import argparse
@@ -58,10 +58,10 @@ def main():
     print(f"load {time.time() - start:.2f}s")
     inputs = load_file(inputs_path)
     for _ in range(args.repeat):
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         with torch.no_grad():
             sample = model(**inputs, return_dict=False)[0]
-        print(f"forward {time.time() - start:.3f}s")
+        print(f"forward {time.time() - start:.3f}s (cpu {time.process_time() - cpu:.3f}s)")
     save_file({"sample": sample.contiguous()}, os.path.join(ROOT, "diffusers_sample.safetensors"))
 
 
