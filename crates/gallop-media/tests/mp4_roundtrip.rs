@@ -108,3 +108,93 @@ fn files_that_are_not_mp4_are_refused() {
     ));
     assert!(top_level_boxes(b"\x00\x00").is_empty());
 }
+
+/// Reads bits MSB first from an RBSP (emulation-prevention bytes already removed).
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> u32 {
+        let b = (self.data[self.pos / 8] >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        b as u32
+    }
+    fn bits(&mut self, n: u32) -> u32 {
+        (0..n).fold(0, |acc, _| (acc << 1) | self.bit())
+    }
+    fn ue(&mut self) -> u32 {
+        let mut zeros = 0;
+        while self.bit() == 0 {
+            zeros += 1;
+        }
+        (1 << zeros) - 1 + self.bits(zeros)
+    }
+}
+
+#[test]
+fn stream_is_baseline_tagged_bt601_limited_range() {
+    let frames: Vec<_> = (0..2).map(|i| common::pattern_frame(64, 48, i)).collect();
+    let mp4 = encode(&frames, 24);
+    // The SPS sits in the avcC box: 8 bytes of config, then its 2-byte length.
+    let avcc = mp4
+        .windows(4)
+        .position(|w| w == b"avcC")
+        .expect("an avcC box")
+        + 4;
+    let sps_len = u16::from_be_bytes([mp4[avcc + 6], mp4[avcc + 7]]) as usize;
+    let nal = &mp4[avcc + 8..avcc + 8 + sps_len];
+    assert_eq!(nal[0] & 0x1F, 7, "first parameter set is an SPS");
+    // Drop emulation-prevention bytes (00 00 03 -> 00 00).
+    let mut rbsp = Vec::new();
+    for &b in &nal[1..] {
+        if b == 3 && rbsp.ends_with(&[0, 0]) {
+            continue;
+        }
+        rbsp.push(b);
+    }
+    let mut r = Bits {
+        data: &rbsp,
+        pos: 0,
+    };
+    assert_eq!(r.bits(8), 66, "Baseline profile");
+    r.bits(16); // constraint flags, level
+    r.ue(); // seq_parameter_set_id
+    r.ue(); // log2_max_frame_num_minus4
+    match r.ue() {
+        0 => {
+            r.ue();
+        }
+        1 => panic!("pic_order_cnt_type 1 is not expected from openh264"),
+        _ => {}
+    }
+    r.ue(); // max_num_ref_frames
+    r.bit(); // gaps_in_frame_num_value_allowed_flag
+    assert_eq!((r.ue() + 1) * 16, 64, "width in macroblocks");
+    r.ue(); // height in map units
+    if r.bit() == 0 {
+        r.bit(); // mb_adaptive_frame_field_flag
+    }
+    r.bit(); // direct_8x8_inference_flag
+    if r.bit() == 1 {
+        (0..4).for_each(|_| {
+            r.ue();
+        });
+    }
+    assert_eq!(r.bit(), 1, "VUI present");
+    if r.bit() == 1 {
+        if r.bits(8) == 255 {
+            r.bits(32);
+        }
+    }
+    if r.bit() == 1 {
+        r.bit();
+    }
+    assert_eq!(r.bit(), 1, "video_signal_type_present_flag");
+    r.bits(3); // video_format
+    assert_eq!(r.bit(), 0, "limited range");
+    assert_eq!(r.bit(), 1, "colour_description_present_flag");
+    // SMPTE 170M (BT.601 525) primaries, transfer and matrix.
+    assert_eq!((r.bits(8), r.bits(8), r.bits(8)), (6, 6, 6));
+}
