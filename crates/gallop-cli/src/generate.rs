@@ -1,7 +1,311 @@
-// Owned by the issue that builds this command; replaced wholesale there.
-#[derive(clap::Args)]
-pub struct Args {}
+//! `gallop generate`: one video from the command line. Builds the seed-shaped `input` object
+//! from `--input` and/or flags, validates it as the API would, reads the images, and hands the
+//! rest to `gallop_engine::render_video`, the same code the server's worker runs.
 
-pub fn run(_: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this command is not built yet")
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+use gallop_api::{GenerationRequest, ModelId, UriPolicy, parse_input_with};
+use gallop_engine::render::{RenderHooks, RenderOptions, decode_request_images, image_field};
+use gallop_engine::{Engine, EngineInfo, PreviewEngine, Progress, render_video};
+use image::RgbImage;
+use serde_json::{Map, Value};
+
+/// Upstream's input limit, for local files as for fetched ones.
+const MAX_IMAGE_BYTES: u64 = gallop_server::fetch::MAX_IMAGE_BYTES as u64;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// alibaba/hh1-i2v or alibaba/hh1.1-r2v.
+    #[arg(long)]
+    model: String,
+    /// A JSON file holding the seed's `input` object. Flags given as well override its fields.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// An image: a local path, file://, http(s):// or data: URI. Repeat for r2v references.
+    #[arg(long = "image")]
+    images: Vec<String>,
+    #[arg(long)]
+    prompt: Option<String>,
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// 720P or 1080P.
+    #[arg(long)]
+    resolution: Option<String>,
+    /// r2v only: 16:9, 9:16, 3:4, 4:3, 1:1, 21:9, 9:21, 5:4, 4:5.
+    #[arg(long)]
+    ratio: Option<String>,
+    /// Whole seconds, 3 to 15.
+    #[arg(long, allow_negative_numbers = true)]
+    duration: Option<i64>,
+    /// 0 to 2147483647; picked at random (and printed) when absent.
+    #[arg(long, allow_negative_numbers = true)]
+    seed: Option<i64>,
+    /// Draw the visible mark in the bottom-right corner (default true).
+    #[arg(long)]
+    watermark: Option<bool>,
+    /// Text of the mark.
+    #[arg(long)]
+    watermark_text: Option<String>,
+    /// Where to write the MP4.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// A Wan checkpoint in the diffusers layout; without it the motion preview runs.
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Debug: also write every encoded frame (watermark drawn) as DIR/frame_NNNNN.png.
+    #[arg(long, hide = true)]
+    dump_frames: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = ModelId::parse(&args.model).with_context(|| {
+        format!(
+            "--model: no such model {:?}; served: {}, {}",
+            args.model,
+            ModelId::HhI2v,
+            ModelId::HhR2v
+        )
+    })?;
+    let input = build_input(model, &args)?;
+    let request = parse_input_with(model, &input, UriPolicy::AllowFiles)
+        .map_err(|e| anyhow::anyhow!("Bad input: {e}"))?;
+    let images = load_images(&request)?;
+    let engine = choose_engine(args.model_dir.as_deref())?;
+
+    let options = RenderOptions {
+        watermark_text: args.watermark_text.clone(),
+    };
+    let cancel = AtomicBool::new(false);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        progress_bar(
+            request
+                .geometry(images.first().map(|i| i.dimensions()))
+                .frames,
+        )
+    });
+    let mut progress = |p: Progress| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.step.into());
+        }
+    };
+    let mut dump = |index: u32, frame: &RgbImage| -> Result<(), String> {
+        let dir = args
+            .dump_frames
+            .as_ref()
+            .expect("only installed with --dump-frames");
+        let path = dir.join(format!("frame_{index:05}.png"));
+        frame
+            .save(&path)
+            .map_err(|e| format!("--dump-frames: cannot write {}: {e}", path.display()))
+    };
+    if let Some(dir) = &args.dump_frames {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--dump-frames: cannot create {}", dir.display()))?;
+    }
+    let hooks = RenderHooks {
+        progress: &mut progress,
+        cancel: &cancel,
+        inspect: match args.dump_frames {
+            Some(_) => Some(&mut dump),
+            None => None,
+        },
+    };
+    let output = render_video(engine.as_ref(), &request, &images, &options, hooks)?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    std::fs::write(&args.output, &output.mp4)
+        .with_context(|| format!("-o: cannot write {}", args.output.display()))?;
+
+    let bytes = output.mp4.len();
+    println!("wrote {}", args.output.display());
+    println!("size: {bytes} bytes ({:.2} MB)", bytes as f64 / 1e6);
+    println!(
+        "video: {} frames, {}x{}, {} fps, {:.1} s",
+        output.frames,
+        output.width,
+        output.height,
+        output.fps,
+        output.duration_secs()
+    );
+    println!("engine: {}", describe_engine(&output.engine));
+    println!("seed: {}", output.seed);
+    Ok(())
+}
+
+/// The one place that decides which engine serves a run.
+fn choose_engine(model_dir: Option<&Path>) -> anyhow::Result<Box<dyn Engine>> {
+    match model_dir {
+        None => Ok(Box::new(PreviewEngine)),
+        Some(dir) => bail!(
+            "--model-dir {}: the Wan pipeline is not wired into `gallop generate` yet; \
+             omit --model-dir to run the motion preview",
+            dir.display()
+        ),
+    }
+}
+
+fn describe_engine(info: &EngineInfo) -> String {
+    match (info.engine.as_str(), &info.checkpoint) {
+        ("preview", _) => "preview (motion preview, not the neural model)".to_string(),
+        (engine, Some(checkpoint)) => format!("{engine} ({checkpoint})"),
+        (engine, None) => engine.to_string(),
+    }
+}
+
+fn progress_bar(frames: u32) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(frames.into());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} frames, {elapsed} (eta {eta})",
+        )
+        .expect("the template is valid"),
+    );
+    bar
+}
+
+/// The seed-shaped `input` object: the `--input` file's, with flags laid over it.
+fn build_input(model: ModelId, args: &Args) -> anyhow::Result<Value> {
+    let mut input = match &args.input {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--input: cannot read {}", path.display()))?;
+            match serde_json::from_str(&text)
+                .with_context(|| format!("--input: {} is not JSON", path.display()))?
+            {
+                Value::Object(map) => map,
+                _ => bail!(
+                    "--input: {} must hold a JSON object (the seed's `input`)",
+                    path.display()
+                ),
+            }
+        }
+        None => Map::new(),
+    };
+    if !args.images.is_empty() {
+        let uris: Vec<Value> = args
+            .images
+            .iter()
+            .map(|s| to_uri(s).map(Value::String))
+            .collect::<anyhow::Result<_>>()?;
+        match model {
+            // One --image is the string i2v expects; several go through so validation names them.
+            ModelId::HhI2v if uris.len() == 1 => {
+                input.insert("image".into(), uris[0].clone());
+            }
+            ModelId::HhI2v => {
+                input.insert("image".into(), Value::Array(uris));
+            }
+            ModelId::HhR2v => {
+                input.insert("images".into(), Value::Array(uris));
+            }
+        }
+    } else {
+        // Paths in an --input file are accepted like --image values.
+        for key in ["image", "images"] {
+            match input.get_mut(key) {
+                Some(Value::String(s)) => *s = to_uri(s)?,
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        if let Value::String(s) = item {
+                            *s = to_uri(s)?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut set = |key: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            input.insert(key.into(), v);
+        }
+    };
+    set("prompt", args.prompt.clone().map(Value::from));
+    set(
+        "negative_prompt",
+        args.negative_prompt.clone().map(Value::from),
+    );
+    set("resolution", args.resolution.clone().map(Value::from));
+    set("ratio", args.ratio.clone().map(Value::from));
+    set("duration", args.duration.map(Value::from));
+    set("seed", args.seed.map(Value::from));
+    set("watermark", args.watermark.map(Value::from));
+    Ok(Value::Object(input))
+}
+
+/// A local path becomes an absolute `file://` uri; uris pass through unchanged.
+fn to_uri(value: &str) -> anyhow::Result<String> {
+    if value.contains("://") || value.to_ascii_lowercase().starts_with("data:") {
+        return Ok(value.to_string());
+    }
+    let path = std::path::absolute(value).with_context(|| format!("image path {value:?}"))?;
+    // '%' is the escape character of file:// uris; escape it so the path reads back unchanged.
+    Ok(format!(
+        "file://{}",
+        path.display().to_string().replace('%', "%25")
+    ))
+}
+
+/// Reads and decodes every image of the request, naming the field of any that fails.
+fn load_images(request: &GenerationRequest) -> anyhow::Result<Vec<RgbImage>> {
+    let mut bytes = Vec::with_capacity(request.images.len());
+    for (i, uri) in request.images.iter().enumerate() {
+        let field = image_field(request.model, i);
+        bytes.push(read_uri(uri).map_err(|e| anyhow::anyhow!("{field}: {e}"))?);
+    }
+    Ok(decode_request_images(request.model, &bytes)?)
+}
+
+fn read_uri(uri: &str) -> anyhow::Result<Vec<u8>> {
+    if let Some(path) = uri.strip_prefix("file://") {
+        let path = PathBuf::from(percent_decode(path));
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        if size > MAX_IMAGE_BYTES {
+            bail!("image is {size} bytes; at most {MAX_IMAGE_BYTES} bytes are allowed");
+        }
+        return std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()));
+    }
+    if uri.starts_with("gallop://") {
+        bail!("gallop://uploads/ uris name files uploaded to a server; pass a local path instead");
+    }
+    // data: and http(s): the server's fetcher, allowed to reach this machine's own network
+    // since the user running the CLI owns it.
+    let policy = gallop_server::fetch::FetchPolicy {
+        allow_private: true,
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(gallop_server::fetch::fetch_image(uri, &policy))?)
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -215,7 +215,7 @@ impl CameraPath {
 }
 
 /// Zero velocity at both ends, so moves ease in and out.
-fn smoothstep(t: f32) -> f32 {
+pub(crate) fn smoothstep(t: f32) -> f32 {
     t * t * (3.0 - 2.0 * t)
 }
 

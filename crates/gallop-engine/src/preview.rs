@@ -9,7 +9,7 @@
 use gallop_api::ModelId;
 use image::RgbImage;
 
-use crate::camera::{CameraMove, CameraPath};
+use crate::camera::{CameraMove, CameraPath, smoothstep};
 use crate::warp::{blend_into, render_view_into};
 use crate::{Engine, EngineError, EngineInfo, EngineInput, Progress, RunContext};
 
@@ -94,11 +94,12 @@ impl Engine for PreviewEngine {
                 if layer == 0 {
                     render_view_into(source, &view, &mut frame);
                 } else {
-                    // The later shot fades in over the dissolve.
+                    // The later shot fades in over the dissolve, eased so the cut starts and
+                    // ends softly (a sudden jump also costs the encoder a blurry frame).
                     render_view_into(source, &view, &mut second);
                     let into_dissolve = frame_index - shot.start + 1;
-                    let weight = into_dissolve as f32
-                        / (shots[shot_index - 1].end() - shot.start + 1) as f32;
+                    let dissolve = shots[shot_index - 1].end() - shot.start;
+                    let weight = smoothstep(into_dissolve as f32 / (dissolve + 1) as f32);
                     blend_into(&mut frame, &second, weight);
                 }
             }
