@@ -28,13 +28,23 @@ impl Module for Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x
-            .reshape((rows, in_dim))?
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
-        y.reshape(out_dims)
+        super::fused::add_bias(y, &self.bias)?.reshape(out_dims)
+    }
+}
+
+impl Linear {
+    /// gelu_tanh(x W^T + b), the bias and activation applied in place where possible.
+    pub fn forward_gelu_tanh(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
+        super::fused::add_bias_gelu(y, &self.bias)?.reshape(out_dims)
     }
 }
 
@@ -123,11 +133,10 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.proj_in.forward(x)?;
         let h = if self.tanh_gelu {
-            h.gelu()?
+            self.proj_in.forward_gelu_tanh(x)?
         } else {
-            h.gelu_erf()?
+            self.proj_in.forward(x)?.gelu_erf()?
         };
         self.proj_out.forward(&h)
     }

@@ -5,6 +5,7 @@ mod attention;
 mod block;
 mod config;
 mod embeddings;
+mod fused;
 mod layers;
 mod model;
 mod rope;
