@@ -178,6 +178,11 @@ async fn bad_requests_answer_clean_4xx_envelopes() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_envelope(&body, 3006);
 
+    // A path parameter that is not valid percent-encoded UTF-8.
+    let (status, _, answer) = server.get("/v1/jobs/%FF%FE").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(assert_envelope(&answer, 5006).contains("path"), "{answer}");
+
     // Unknown routes and methods.
     let (status, _, answer) = server.get("/v2/nothing").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

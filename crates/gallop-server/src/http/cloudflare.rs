@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gallop_api::{GenerationRequest, RunBody, parse_input, parse_run_body, resolve_model};
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::auth::{Account, check_path_account};
 use super::body::json_object;
 use super::error::{ApiError, code};
+use super::path::PathParams;
 use super::view::cloudflare_state;
 use super::{SharedState, store_error};
 use crate::store::{Job, JobStatus, error_code};
@@ -21,7 +22,7 @@ use crate::store::{Job, JobStatus, error_code};
 /// `POST /client/v4/accounts/{account_id}/ai/run`.
 pub async fn run(
     State(state): State<SharedState>,
-    Path(account_id): Path<String>,
+    PathParams(account_id): PathParams<String>,
     Account(account): Account,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -62,7 +63,7 @@ pub async fn run(
 /// `POST /client/v4/accounts/{account_id}/ai/run/{model}`: classic route, the body is the input.
 pub async fn run_classic(
     State(state): State<SharedState>,
-    Path((account_id, model)): Path<(String, String)>,
+    PathParams((account_id, model)): PathParams<(String, String)>,
     Account(account): Account,
     RawQuery(query): RawQuery,
     headers: HeaderMap,

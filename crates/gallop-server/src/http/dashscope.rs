@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gallop_api::{DashScopeErrorCode, parse_video_synthesis};
@@ -14,6 +14,7 @@ use super::SharedState;
 use super::auth::authenticate;
 use super::body::json_object;
 use super::error::ApiError;
+use super::path::PathParams;
 use super::view::{dashscope_status, dashscope_task};
 use crate::store::StoreError;
 
@@ -141,7 +142,7 @@ pub async fn create(
 /// DashScope does for ids it does not know.
 pub async fn task(
     State(state): State<SharedState>,
-    Path(task_id): Path<String>,
+    PathParams(task_id): PathParams<String>,
     headers: HeaderMap,
 ) -> Result<Response, DsError> {
     let account = account(&state, &headers).await?;

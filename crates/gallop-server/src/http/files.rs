@@ -2,11 +2,12 @@
 //! capability (no bearer token); Range requests answer 206 so players can seek.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, code};
+use super::path::PathParams;
 use super::range::{RangeRequest, parse_range};
 use super::{SharedState, store_error, with_store};
 use crate::signing::SignatureError;
@@ -15,7 +16,7 @@ use crate::store::JobStatus;
 
 pub async fn download(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

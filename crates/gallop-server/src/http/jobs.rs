@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use super::auth::Account;
 use super::body::json_object;
 use super::cloudflare::api_error;
 use super::error::{ApiError, code};
+use super::path::PathParams;
 use super::view::job_json;
 use super::{SharedState, store_error, with_store};
 use crate::store::{CancelOutcome, Idempotency, Job, Submitted};
@@ -91,7 +92,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<SharedState>,
     Account(account): Account,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = state.job_for(&account, &id).await?;
     let extras = state.extras(&job).await?;
@@ -152,7 +153,7 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<SharedState>,
     Account(account): Account,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let (acc, job_id) = (account.clone(), id.clone());
     let outcome = with_store(&state, move |s| s.cancel(&acc, &job_id))
@@ -183,7 +184,7 @@ pub async fn cancel(
 pub async fn events(
     State(state): State<SharedState>,
     Account(account): Account,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let first = state.job_for(&account, &id).await?;

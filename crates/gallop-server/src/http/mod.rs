@@ -12,6 +12,7 @@ mod jobs;
 pub mod metrics;
 pub mod openapi;
 mod ops;
+mod path;
 pub mod range;
 mod uploads;
 pub mod view;
