@@ -7,7 +7,7 @@ mod http_support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use http_support::{ImageServer, TestServer, client, quick_i2v, read};
+use http_support::{ImageServer, TestServer, client, download_video, quick_i2v, read};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -24,15 +24,7 @@ async fn classic_route_takes_the_model_raw_and_percent_encoded() {
         assert_eq!(answer["errors"], json!([]));
         assert_eq!(answer["messages"], json!([]));
         let url = answer["result"]["video"].as_str().unwrap();
-        let mp4 = client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let video = gallop_media::decode_mp4(&mp4).unwrap();
+        let video = download_video(url).await;
         assert_eq!(video.frames.len(), 72, "3 s at 24 fps");
     }
     // Queued through the classic route too.
@@ -116,15 +108,7 @@ async fn dashscope_task_flow() {
         assert_eq!(t.len(), "2025-01-08 16:43:36.318".len(), "{field}: {t}");
     }
     let url = output["video_url"].as_str().unwrap();
-    let mp4 = client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(gallop_media::decode_mp4(&mp4).unwrap().frames.len(), 72);
+    assert_eq!(download_video(url).await.frames.len(), 72);
     let (_, _, job) = server.get(&format!("/v1/jobs/{task_id}")).await;
     assert_eq!(job["seed"], 5);
 

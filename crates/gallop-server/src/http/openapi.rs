@@ -173,7 +173,14 @@ pub fn document(server_url: &str) -> Value {
             "title": "gallop",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Self-hosted image-to-video and reference-to-video generation. \
-                            Errors outside the DashScope routes use Cloudflare's v4 envelope."
+                            Errors outside the DashScope routes use Cloudflare's v4 envelope. \
+                            Auth: `Authorization: Bearer TOKEN`, each token bound to one account. \
+                            No or unknown token: 401 (code 10000). A token used on another \
+                            account's `/accounts/{account_id}/` path: 401 (code 10000). Another \
+                            account's jobs: 404 (code 7003); DashScope answers task_status \
+                            UNKNOWN. Result files need no token: the signed link is the \
+                            capability; expired or tampered links answer 403 (code 10001), a \
+                            missing signature 404."
         },
         "servers": [{ "url": server_url }],
         "paths": paths,

@@ -160,6 +160,14 @@ pub async fn read(response: reqwest::Response) -> (StatusCode, HeaderMap, Value)
     (status, headers, value)
 }
 
+/// Downloads a signed result link (no bearer token) and decodes the MP4.
+pub async fn download_video(url: &str) -> gallop_media::DecodedVideo {
+    let response = client().get(url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{url}");
+    let mp4 = response.bytes().await.unwrap();
+    gallop_media::decode_mp4(&mp4).unwrap()
+}
+
 /// Asserts a Cloudflare v4 error envelope with `code` and returns its message.
 pub fn assert_envelope(body: &Value, code: u32) -> String {
     assert_eq!(body["success"], false, "{body}");
