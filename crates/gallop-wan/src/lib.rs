@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod debug;
+pub mod engine;
 pub mod model_dir;
 pub mod pipeline;
 pub mod scheduler;
@@ -11,3 +12,5 @@ pub mod testing;
 pub mod transformer;
 pub mod vae;
 pub mod weights;
+
+pub use engine::{WanEngine, WanSettings};

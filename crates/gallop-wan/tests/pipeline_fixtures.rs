@@ -111,3 +111,94 @@ fn t2v_matches_diffusers() {
 fn a14b_two_experts_match_diffusers() {
     check_case("a14b");
 }
+
+/// The text path too: the checkpoint's own tokenizer and UMT5 encoder give diffusers'
+/// embeddings, and the frames from them match.
+#[test]
+fn ti2v_from_prompt_text_matches_diffusers() {
+    let mut case = load_case("ti2v");
+    let call: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case_dir("ti2v").join("case.json")).unwrap())
+            .unwrap();
+    let prompt = case
+        .pipeline
+        .encode_prompt(call["prompt"].as_str().unwrap())
+        .unwrap();
+    let negative = case
+        .pipeline
+        .encode_prompt(call["negative_prompt"].as_str().unwrap())
+        .unwrap();
+    gallop_wan::testing::assert_close("prompt_embeds", &prompt, &case.args.prompt_embeds, 1e-4);
+    gallop_wan::testing::assert_close(
+        "negative_prompt_embeds",
+        &negative,
+        case.args.negative_prompt_embeds.as_ref().unwrap(),
+        1e-4,
+    );
+    case.args.prompt_embeds = prompt;
+    case.args.negative_prompt_embeds = Some(negative);
+    let cancel = AtomicBool::new(false);
+    let hooks = StepHooks {
+        progress: &mut |_, _| {},
+        cancel: &cancel,
+    };
+    let frames = case.pipeline.generate(&case.args, hooks).unwrap();
+    let diff = max_abs_diff(&frames, &case.expected_frames);
+    assert!(
+        diff < 1e-3,
+        "frames differ from diffusers by {diff} (max abs)"
+    );
+}
+
+/// Cancel is honoured between steps: a set flag stops the run before any step completes.
+#[test]
+fn cancel_stops_between_steps() {
+    let case = load_case("t2v");
+    let cancel = AtomicBool::new(true);
+    let mut steps = 0;
+    let hooks = StepHooks {
+        progress: &mut |_, _| steps += 1,
+        cancel: &cancel,
+    };
+    let err = case.pipeline.denoise(&case.args, hooks).unwrap_err();
+    assert!(err.is::<gallop_wan::pipeline::Cancelled>(), "{err:#}");
+    assert_eq!(steps, 0);
+}
+
+/// Bad sizes and noise are refused with the field and the rule.
+#[test]
+fn bad_geometry_and_noise_are_refused() {
+    let case = load_case("ti2v");
+    let run = |args: &GenerateArgs| {
+        let cancel = AtomicBool::new(false);
+        let hooks = StepHooks {
+            progress: &mut |_, _| {},
+            cancel: &cancel,
+        };
+        format!("{:#}", case.pipeline.denoise(args, hooks).unwrap_err())
+    };
+    let mut args = case.args.clone();
+    args.height = 48;
+    assert!(
+        run(&args).contains("height 48 must be a positive multiple of 32"),
+        "{}",
+        run(&args)
+    );
+    let mut args = case.args.clone();
+    args.num_frames = 6;
+    assert!(
+        run(&args).contains("num_frames 6 must be 4n + 1"),
+        "{}",
+        run(&args)
+    );
+    let mut args = case.args.clone();
+    args.latents = Tensor::zeros((1, 4, 3, 2, 4), DType::F32, &Device::Cpu).unwrap();
+    assert!(
+        run(&args).contains("initial latents must be shaped [1, 4, 2, 2, 4]"),
+        "{}",
+        run(&args)
+    );
+    let mut args = case.args.clone();
+    args.image = None;
+    assert!(run(&args).contains("image"), "{}", run(&args));
+}

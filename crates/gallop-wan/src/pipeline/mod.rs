@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::model_dir::{ModelIndex, PipelineClass};
 use crate::scheduler::Scheduler;
+use crate::t5::TextEncoder;
 use crate::transformer::{TransformerInputs, WanTransformer};
 use crate::vae::AutoencoderKLWan;
 
@@ -25,6 +26,9 @@ pub use noise::gaussian_noise;
 /// The negative prompt the Wan family samples with (its `sample_neg_prompt`), used when a request
 /// gives none. diffusers itself falls back to "", so pass it explicitly to match diffusers.
 pub const DEFAULT_NEGATIVE_PROMPT: &str = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
+
+/// Prompts are padded to this many tokens, as diffusers' `max_sequence_length` default.
+pub const TEXT_TOKENS: usize = 512;
 
 /// The run was cancelled between steps.
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +70,13 @@ pub struct WanPipeline {
     transformer_2: Option<WanTransformer>,
     vae: AutoencoderKLWan,
     scheduler: Scheduler,
+    text: TextEncoder,
     device: Device,
 }
 
 impl WanPipeline {
     /// Load every component of a diffusers model directory (memory-mapped, weights converted to
-    /// `dtype`; f32 on CPU). The text encoder is loaded separately (see `text`).
+    /// `dtype`; f32 on CPU).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let index = ModelIndex::read(dir)?;
         let transformer = WanTransformer::load(&index.component_dir("transformer"), dtype, device)?;
@@ -85,7 +90,9 @@ impl WanPipeline {
         };
         let vae = AutoencoderKLWan::load(&index.component_dir("vae"), DType::F32, device)?;
         let scheduler = Scheduler::from_dir(&index.component_dir("scheduler"))?;
+        let text = TextEncoder::from_model_dir(dir, TEXT_TOKENS, dtype, device)?;
         let pipeline = Self {
+            text,
             index,
             transformer,
             transformer_2,
@@ -150,6 +157,12 @@ impl WanPipeline {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// A prompt's embeddings `[1, 512, text_dim]` as diffusers' `encode_prompt` makes them
+    /// (cleaned, tokenized, encoded, padded rows zero).
+    pub fn encode_prompt(&self, prompt: &str) -> anyhow::Result<Tensor> {
+        self.text.encode_prompts(&[prompt])
     }
 
     /// Pixels per latent cell times the transformer's patch: height and width must be multiples.

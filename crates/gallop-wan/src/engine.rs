@@ -1,0 +1,313 @@
+//! `WanEngine`: the Wan pipelines behind `gallop_engine::Engine`. Maps the seeds' parameters onto
+//! a checkpoint: frames from the duration at the model's native fps (as 4n + 1), resampled to the
+//! output's 24 fps; size from the geometry table scaled to the model's native area and rounded to
+//! its multiples, then resized/cropped to the exact output size after decoding; the seed drives
+//! the initial noise.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, ensure};
+use candle_core::{DType, Device, Tensor};
+use gallop_api::ModelId;
+use gallop_engine::{Engine, EngineError, EngineInfo, EngineInput, Progress, RunContext};
+use image::RgbImage;
+
+use crate::model_dir::PipelineClass;
+use crate::pipeline::{
+    Cancelled, DEFAULT_NEGATIVE_PROMPT, GenerateArgs, StepHooks, WanPipeline, gaussian_noise,
+    image_to_tensor,
+};
+
+/// Debug and test overrides (`gallop generate --steps/--guidance/--width/...`).
+#[derive(Debug, Clone, Default)]
+pub struct WanSettings {
+    pub steps: Option<usize>,
+    pub guidance: Option<f64>,
+    /// Generate at exactly (width, height) instead of the geometry table's size.
+    pub size: Option<(usize, usize)>,
+    /// Generate exactly this many frames (4n + 1) and send them 1:1, no fps resampling.
+    pub num_frames: Option<usize>,
+    /// A safetensors file whose tensor `latents` is the initial noise.
+    pub init_noise: Option<PathBuf>,
+    /// Write the decoded frames (tensor `frames`, f32 [F, H, W, 3] in [0, 1]) here.
+    pub dump_frames: Option<PathBuf>,
+}
+
+/// The family traits the parameter mapping needs, read from the checkpoint.
+#[derive(Debug, Clone, Copy)]
+struct Family {
+    /// Frames per second the checkpoint was trained at: 24 for Wan2.2-5B (z 48 VAE), else 16.
+    fps: u32,
+    /// The largest frame area it generates natively; larger outputs are upscaled after decoding.
+    max_area: usize,
+    steps: usize,
+    guidance: f64,
+}
+
+impl Family {
+    fn of(pipeline: &WanPipeline) -> Self {
+        let index = pipeline.index();
+        let wan22_vae = pipeline.vae().config().z_dim == 48 || index.expand_timesteps;
+        // 1.3B checkpoints (inner dim 1536) are 480P models; 14B ones (and A14B) 720P.
+        let small =
+            pipeline.transformer().config().inner_dim() <= 1536 && index.boundary_ratio.is_none();
+        let max_area = match (wan22_vae, small) {
+            (true, _) => 1280 * 704,
+            (false, true) => 832 * 480,
+            (false, false) => 1280 * 720,
+        };
+        Self {
+            fps: if wan22_vae { 24 } else { 16 },
+            max_area,
+            // The published recipes: A14B samples 40 steps at 3.5, the others 50 at 5.0.
+            steps: if index.boundary_ratio.is_some() {
+                40
+            } else {
+                50
+            },
+            guidance: if index.boundary_ratio.is_some() {
+                3.5
+            } else {
+                5.0
+            },
+        }
+    }
+}
+
+pub struct WanEngine {
+    pipeline: WanPipeline,
+    checkpoint: String,
+    settings: WanSettings,
+    family: Family,
+}
+
+impl WanEngine {
+    /// Load a diffusers model directory (f32; CUDA when built with it and available).
+    pub fn load(model_dir: &Path, settings: WanSettings) -> anyhow::Result<Self> {
+        let device = Device::Cpu;
+        let pipeline = WanPipeline::load(model_dir, DType::F32, &device)?;
+        let family = Family::of(&pipeline);
+        Ok(Self {
+            pipeline,
+            checkpoint: model_dir.display().to_string(),
+            settings,
+            family,
+        })
+    }
+
+    pub fn pipeline(&self) -> &WanPipeline {
+        &self.pipeline
+    }
+
+    /// The model size a run generates at, for an output of `width` x `height`.
+    pub fn generation_size(&self, width: u32, height: u32) -> (usize, usize) {
+        if let Some(size) = self.settings.size {
+            return size;
+        }
+        let (mh, mw) = self.pipeline.size_multiple();
+        let area = (width as f64) * (height as f64);
+        let scale = (self.family.max_area as f64 / area).sqrt().min(1.0);
+        let round = |v: f64, m: usize| ((v / m as f64).round() as usize).max(1) * m;
+        (
+            round(width as f64 * scale, mw),
+            round(height as f64 * scale, mh),
+        )
+    }
+
+    /// Frames generated for `out_frames` at `out_fps`: enough native-fps frames to cover the
+    /// same time, as 4n + 1.
+    pub fn generation_frames(&self, out_frames: u32, out_fps: u32) -> usize {
+        if let Some(n) = self.settings.num_frames {
+            return n;
+        }
+        let t = self.pipeline.temporal_factor();
+        let native = (out_frames as f64 * self.family.fps as f64 / out_fps as f64).ceil() as usize;
+        native.saturating_sub(1).div_ceil(t) * t + 1
+    }
+
+    /// Which generated frame shows output frame `i`.
+    fn source_frame(&self, i: u32, out_fps: u32, generated: usize) -> usize {
+        if self.settings.num_frames.is_some() {
+            return (i as usize).min(generated - 1);
+        }
+        let j = (i as f64 * self.family.fps as f64 / out_fps as f64).round() as usize;
+        j.min(generated - 1)
+    }
+
+    fn run(&self, input: &EngineInput<'_>, ctx: &mut RunContext<'_>) -> anyhow::Result<()> {
+        let class = self.pipeline.index().class;
+        match (input.request.model, class) {
+            (ModelId::HhI2v, PipelineClass::ImageToVideo) => {}
+            (ModelId::HhR2v, PipelineClass::Vace) => {}
+            (model, class) => anyhow::bail!(
+                "checkpoint {} is a {class:?} pipeline and cannot serve {model}",
+                self.checkpoint
+            ),
+        }
+        ensure!(
+            class != PipelineClass::Vace,
+            "reference-to-video (VACE) is not implemented in the Wan engine yet"
+        );
+        let geometry = input.geometry;
+        let (width, height) = self.generation_size(geometry.width, geometry.height);
+        let num_frames = self.generation_frames(geometry.frames, geometry.fps);
+        if self.settings.num_frames.is_some() {
+            ensure!(
+                num_frames == geometry.frames as usize,
+                "--num-frames {num_frames} must equal the output's {} frames",
+                geometry.frames
+            );
+        }
+        self.pipeline.check_size(height, width, num_frames)?;
+        let device = self.pipeline.device().clone();
+
+        let first = input
+            .images
+            .first()
+            .context("/input/image: image-to-video needs the first frame")?;
+        let first = gallop_media::fit_and_crop(first, width as u32, height as u32);
+        let image = image_to_tensor(&first, &device)?;
+
+        let shape = self.pipeline.latent_shape(height, width, num_frames);
+        let latents = match &self.settings.init_noise {
+            Some(path) => read_noise(path, &shape)?,
+            None => gaussian_noise(&shape, input.seed as u64, &device)?,
+        };
+        let negative = input
+            .request
+            .negative_prompt
+            .as_deref()
+            .unwrap_or(DEFAULT_NEGATIVE_PROMPT);
+        let guidance = self.settings.guidance.unwrap_or(self.family.guidance);
+        let steps = self.settings.steps.unwrap_or(self.family.steps);
+        let args = GenerateArgs {
+            prompt_embeds: self.pipeline.encode_prompt(&input.request.prompt)?,
+            negative_prompt_embeds: match guidance > 1.0 {
+                true => Some(self.pipeline.encode_prompt(negative)?),
+                false => None,
+            },
+            image: Some(image),
+            height,
+            width,
+            num_frames,
+            steps,
+            guidance_scale: guidance,
+            guidance_scale_2: None,
+            latents,
+        };
+        // One unit per step, one for decoding.
+        let total = steps as u32 + 1;
+        let report = &mut *ctx.progress;
+        let mut on_step = |done: usize, _: usize| {
+            report(Progress {
+                step: done as u32,
+                total,
+            })
+        };
+        let hooks = StepHooks {
+            progress: &mut on_step,
+            cancel: ctx.cancel,
+        };
+        let latents = self.pipeline.denoise(&args, hooks)?;
+
+        // Decode one latent frame at a time and send each output frame as soon as its source
+        // frame is decoded.
+        let mut decoded: Vec<RgbImage> = Vec::new();
+        let mut dump: Vec<Tensor> = Vec::new();
+        let mut next = 0u32;
+        let (out_w, out_h) = (geometry.width, geometry.height);
+        let mut sink = |frames: Tensor| -> anyhow::Result<()> {
+            if ctx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Cancelled.into());
+            }
+            if self.settings.dump_frames.is_some() {
+                dump.push(frames.clone());
+            }
+            for i in 0..frames.dim(0)? {
+                decoded.push(to_rgb(&frames.get(i)?)?);
+            }
+            while next < geometry.frames {
+                let j = self.source_frame(next, geometry.fps, num_frames);
+                if j >= decoded.len() {
+                    break;
+                }
+                let frame = &decoded[j];
+                let frame = if frame.dimensions() == (out_w, out_h) {
+                    frame.clone()
+                } else {
+                    gallop_media::fit_and_crop(frame, out_w, out_h)
+                };
+                (ctx.sink)(frame).map_err(EngineError::Sink)?;
+                next += 1;
+            }
+            Ok(())
+        };
+        self.pipeline.decode_streaming(&latents, &mut sink)?;
+        ensure!(
+            next == geometry.frames,
+            "decoded {} frames but the video needs {}",
+            decoded.len(),
+            geometry.frames
+        );
+        if let Some(path) = &self.settings.dump_frames {
+            let frames = Tensor::cat(&dump, 0)?;
+            candle_core::safetensors::save(&[("frames", frames)].into_iter().collect(), path)
+                .with_context(|| format!("--dump-frames: cannot write {}", path.display()))?;
+        }
+        (ctx.progress)(Progress { step: total, total });
+        Ok(())
+    }
+}
+
+impl Engine for WanEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            engine: "wan".to_string(),
+            checkpoint: Some(self.checkpoint.clone()),
+        }
+    }
+
+    fn generate(
+        &self,
+        input: &EngineInput<'_>,
+        ctx: &mut RunContext<'_>,
+    ) -> Result<(), EngineError> {
+        self.run(input, ctx).map_err(|e| {
+            if e.is::<Cancelled>() {
+                EngineError::Cancelled
+            } else {
+                match e.downcast::<EngineError>() {
+                    Ok(engine) => engine,
+                    Err(e) => EngineError::Failed(format!("{e:#}")),
+                }
+            }
+        })
+    }
+}
+
+/// `[H, W, 3]` in [0, 1] -> 8-bit RGB, rounded as diffusers' `numpy_to_pil` does.
+fn to_rgb(frame: &Tensor) -> anyhow::Result<RgbImage> {
+    let (h, w, _) = frame.dims3()?;
+    let data: Vec<u8> = frame
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect();
+    RgbImage::from_raw(w as u32, h as u32, data).context("frame buffer size")
+}
+
+/// The initial noise from `--init-noise`: tensor `latents`, the shape `prepare_latents` makes.
+fn read_noise(path: &Path, shape: &[usize; 5]) -> anyhow::Result<Tensor> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("--init-noise: cannot read {}", path.display()))?;
+    let latents = tensors
+        .get("latents")
+        .with_context(|| format!("--init-noise: {} has no tensor `latents`", path.display()))?;
+    ensure!(
+        latents.dims() == shape,
+        "--init-noise: `latents` must be shaped {shape:?} for this size and frame count, got {:?}",
+        latents.dims()
+    );
+    Ok(latents.to_dtype(DType::F32)?)
+}
