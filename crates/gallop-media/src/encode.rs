@@ -44,7 +44,7 @@ impl Mp4Encoder {
         if width == 0 || height == 0 {
             return Err(bad_size("both sides must be non-zero"));
         }
-        if width % 2 != 0 || height % 2 != 0 {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(bad_size("width and height must be even (YUV 4:2:0)"));
         }
         if width.max(height) > MAX_LONG_SIDE || width.min(height) > MAX_SHORT_SIDE {

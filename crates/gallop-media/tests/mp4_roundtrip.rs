@@ -183,10 +183,9 @@ fn stream_is_baseline_tagged_bt601_limited_range() {
         });
     }
     assert_eq!(r.bit(), 1, "VUI present");
-    if r.bit() == 1 {
-        if r.bits(8) == 255 {
-            r.bits(32);
-        }
+    // aspect_ratio_info: an idc, and a 32-bit sample aspect when the idc is 255.
+    if r.bit() == 1 && r.bits(8) == 255 {
+        r.bits(32);
     }
     if r.bit() == 1 {
         r.bit();
@@ -197,4 +196,24 @@ fn stream_is_baseline_tagged_bt601_limited_range() {
     assert_eq!(r.bit(), 1, "colour_description_present_flag");
     // SMPTE 170M (BT.601 525) primaries, transfer and matrix.
     assert_eq!((r.bits(8), r.bits(8), r.bits(8)), (6, 6, 6));
+}
+
+#[test]
+fn encoder_and_results_move_between_threads() {
+    // Workers encode on a blocking thread; this fails to compile if that stops being possible.
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Mp4Encoder>();
+    assert_send::<gallop_media::DecodedVideo>();
+    assert_send::<gallop_media::Watermark>();
+    let handle = std::thread::spawn(|| {
+        let mut encoder = Mp4Encoder::new(32, 32, 24).unwrap();
+        encoder.push(&common::pattern_frame(32, 32, 0)).unwrap();
+        encoder
+    });
+    let encoder = handle.join().unwrap();
+    assert_eq!(encoder.frame_count(), 1);
+    assert_eq!(
+        decode_mp4(&encoder.finish().unwrap()).unwrap().frames.len(),
+        1
+    );
 }
