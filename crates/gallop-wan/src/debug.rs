@@ -15,6 +15,8 @@ pub fn forward(
         "vae-encode" => crate::vae::debug_forward_encode,
         "vae-decode" => crate::vae::debug_forward_decode,
         "transformer" => crate::transformer::debug_forward,
+        "text-encoder" => crate::t5::debug_forward,
+        "image-encoder" => crate::clip::debug_forward,
         other => anyhow::bail!(
             "unknown component {other:?}: expected transformer, vae-encode, vae-decode, text-encoder or image-encoder"
         ),

@@ -1,1 +1,0 @@
-//! Owned by the issue that builds it.
