@@ -217,3 +217,25 @@ fn encoder_and_results_move_between_threads() {
         1
     );
 }
+
+#[test]
+fn keyframes_every_two_seconds_are_marked_for_seeking() {
+    let frames: Vec<_> = (0..100).map(|i| common::pattern_frame(96, 64, i)).collect();
+    let mp4 = encode(&frames, 24);
+    // Read the sample table with the mp4 crate, independently of decode_mp4.
+    let mut reader =
+        mp4::Mp4Reader::read_header(std::io::Cursor::new(&mp4), mp4.len() as u64).unwrap();
+    let track_id = *reader.tracks().keys().next().unwrap();
+    assert_eq!(reader.sample_count(track_id).unwrap(), 100);
+    let mut sync = Vec::new();
+    for id in 1..=100 {
+        let sample = reader.read_sample(track_id, id).unwrap().unwrap();
+        // 24 fps in a 90 kHz clock: every frame lasts 3750 ticks and starts on its own tick.
+        assert_eq!(sample.duration, 3750, "sample {id}");
+        assert_eq!(sample.start_time, (id as u64 - 1) * 3750, "sample {id}");
+        if sample.is_sync {
+            sync.push(id);
+        }
+    }
+    assert_eq!(sync, [1, 49, 97]);
+}
