@@ -6,6 +6,7 @@
 //! lease and tells whether cancel was requested or the lease was lost, and the slot then raises
 //! the engine's cancel flag, which the engine checks between steps.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +42,11 @@ pub struct WorkerConfig {
     pub sweep_interval: Duration,
     /// Names this process in lease rows; slots append `-N`.
     pub worker_id: String,
+    /// A lock file (e.g. `data-dir/worker.lock`) that marks the one worker process of a data
+    /// directory. The process that gets it knows every running lease is orphaned (the kernel
+    /// drops the lock of a killed process) and requeues those jobs at once instead of waiting
+    /// for their leases to expire. A process that cannot get it only recovers expired leases.
+    pub exclusive_lock: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +62,7 @@ impl Default for WorkerConfig {
             upload_ttl: Duration::from_secs(24 * 3600),
             sweep_interval: Duration::from_secs(60),
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            exclusive_lock: None,
         }
     }
 }
@@ -63,6 +70,8 @@ impl Default for WorkerConfig {
 /// Handle to the running worker slots and sweeper.
 pub struct Worker {
     stop: watch::Sender<bool>,
+    /// Held while the worker runs; see `WorkerConfig::exclusive_lock`.
+    lock: Option<std::fs::File>,
     wake: Arc<Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -87,8 +96,20 @@ impl Worker {
     ) -> Worker {
         let (stop, _) = watch::channel(false);
         let wake = Arc::new(Notify::new());
-        if let Err(e) = store.recover_expired() {
-            tracing::warn!("recovering expired leases: {e}");
+        let lock = config.exclusive_lock.as_deref().and_then(take_lock);
+        let recovered = if lock.is_some() {
+            store.recover_orphaned()
+        } else {
+            store.recover_expired()
+        };
+        match recovered {
+            Ok(r) if r.requeued + r.failed > 0 => tracing::info!(
+                requeued = r.requeued,
+                failed = r.failed,
+                "recovered jobs of a previous worker process"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("recovering leases: {e}"),
         }
         let shared = Arc::new(Shared {
             store,
@@ -111,7 +132,12 @@ impl Worker {
             stop.subscribe(),
         )));
         tasks.push(tokio::spawn(sweep_loop(shared, stop.subscribe())));
-        Worker { stop, wake, tasks }
+        Worker {
+            stop,
+            lock,
+            wake,
+            tasks,
+        }
     }
 
     /// Makes idle slots look for work now (e.g. right after a submit).
@@ -125,6 +151,33 @@ impl Worker {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        drop(self.lock);
+    }
+}
+
+/// Takes `path`'s exclusive lock without waiting; None if another live process holds it.
+fn take_lock(path: &Path) -> Option<std::fs::File> {
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("worker lock {}: {e}", path.display());
+            return None;
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => Some(file),
+        Err(e) => {
+            tracing::info!(
+                "worker lock {} is held ({e}); another worker process runs on this data directory",
+                path.display()
+            );
+            None
         }
     }
 }

@@ -583,3 +583,27 @@ fn two_store_handles_on_one_file_never_claim_the_same_job() {
     all.dedup();
     assert_eq!(all.len(), n, "a job was claimed twice");
 }
+
+#[test]
+fn recover_orphaned_requeues_running_jobs_whose_leases_have_not_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, config());
+    let running = submit(&store, new_job("acme"));
+    let queued = submit(&store, new_job("acme"));
+    let c = store.claim("dead-process-0").unwrap().unwrap();
+    assert_eq!(c.lease.job_id, running);
+    // The lease has a minute left: plain recovery leaves it alone.
+    assert_eq!(store.recover_expired().unwrap().requeued, 0);
+    let r = store.recover_orphaned().unwrap();
+    assert_eq!((r.requeued, r.failed), (1, 0));
+    let job = store.get(&running).unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.error_code.as_deref(), Some(error_code::INTERRUPTED));
+    assert_eq!(
+        store.get(&queued).unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    // The dead process's lease is void.
+    assert_eq!(store.progress(&c.lease, 1, 2).unwrap(), LeaseState::Lost);
+    assert_eq!(store.claim("new").unwrap().unwrap().lease.attempt, 2);
+}

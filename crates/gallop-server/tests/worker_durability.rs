@@ -1,5 +1,6 @@
 //! Durability: a worker process is killed with SIGKILL in the middle of a job; a new process
-//! recovers the expired lease and every accepted job ends Completed.
+//! holding the data directory's worker lock requeues the orphaned job at once (without waiting
+//! out its lease) and every accepted job ends Completed.
 //!
 //! The worker process is this test binary itself, re-run with an environment variable that
 //! makes the test body act as the worker (store + storage + preview engine) until killed.
@@ -22,8 +23,9 @@ const TEST_NAME: &str = "accepted_jobs_survive_kill_9_of_the_worker_process";
 
 fn store_config() -> StoreConfig {
     StoreConfig {
-        // Short so the restarted worker takes the dead one's job over quickly.
-        lease_ms: 1500,
+        // The default minute: the restarted process must not wait it out (it holds the worker
+        // lock, so it knows the running job is orphaned).
+        lease_ms: 60_000,
         backoff_base_ms: 200,
         backoff_max_ms: 200,
         ..StoreConfig::default()
@@ -44,6 +46,7 @@ fn run_child(dir: &Path) -> ! {
                 concurrency: 1,
                 poll_interval: Duration::from_millis(50),
                 progress_interval: Duration::from_millis(200),
+                exclusive_lock: Some(dir.join("worker.lock")),
                 ..WorkerConfig::default()
             },
         );
@@ -156,6 +159,14 @@ fn accepted_jobs_survive_kill_9_of_the_worker_process() {
     assert_eq!(after_kill.status, JobStatus::Running, "killed mid-job");
     assert_eq!(after_kill.attempt, 1);
     assert!(after_kill.progress_step < after_kill.progress_total);
+    let old_lease_expiry: i64 = rusqlite::Connection::open(dir.path().join("gallop.db"))
+        .unwrap()
+        .query_row(
+            "SELECT lease_expires_ms FROM jobs WHERE id = ?1",
+            [&victim.id],
+            |r| r.get(0),
+        )
+        .unwrap();
     let completed_before = ids
         .iter()
         .filter(|id| store.get(id).unwrap().unwrap().status == JobStatus::Completed)
@@ -175,6 +186,13 @@ fn accepted_jobs_survive_kill_9_of_the_worker_process() {
         let job = store.get(id).unwrap().unwrap();
         assert_eq!(job.status, JobStatus::Completed, "{job:?}");
         let expected_attempt = if *id == victim.id { 2 } else { 1 };
+        if *id == victim.id {
+            // Attempt 2 began while the dead process's lease was still unexpired.
+            assert!(
+                job.started_at_ms.unwrap() < old_lease_expiry,
+                "the restart waited for the old lease to expire"
+            );
+        }
         assert_eq!(job.attempt, expected_attempt, "{job:?}");
         let key = job.result_key.unwrap();
         assert_eq!(key, format!("results/{id}/attempt-{expected_attempt}.mp4"));

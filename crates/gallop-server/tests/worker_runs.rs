@@ -400,3 +400,55 @@ async fn cancelling_a_queued_job_deletes_its_uploads() {
     }
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_worker_on_the_same_data_dir_does_not_take_running_jobs() {
+    let s = setup();
+    let lock = s._dir.path().join("worker.lock");
+    let first = spawn(
+        &s,
+        WorkerConfig {
+            exclusive_lock: Some(lock.clone()),
+            ..worker_config()
+        },
+    );
+    let id = submit(
+        &s.store,
+        "acme",
+        &i2v(data_uri(&png(640, 480)), 15, Some(3)),
+    );
+    wait_for(&s.store, &id, Duration::from_secs(60), |j| {
+        j.status == JobStatus::Running && j.progress_step > 0
+    })
+    .await;
+    // The lock is taken, so this worker must not treat the running lease as orphaned.
+    let second = spawn(
+        &s,
+        WorkerConfig {
+            exclusive_lock: Some(lock.clone()),
+            ..worker_config()
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = s.store.get(&id).unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.attempt),
+        (JobStatus::Running, 1),
+        "{job:?}"
+    );
+    second.stop().await;
+    first.stop().await;
+
+    // With both gone the lock is free: a new worker takes it over and requeues nothing
+    // (the graceful stop gave the job back already) and runs it.
+    let third = spawn(
+        &s,
+        WorkerConfig {
+            exclusive_lock: Some(lock),
+            ..worker_config()
+        },
+    );
+    let job = wait_for(&s.store, &id, Duration::from_secs(180), ended).await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Completed, 1));
+    third.stop().await;
+}

@@ -280,6 +280,10 @@ pub trait JobStore: Send + Sync {
     fn release(&self, lease: &Lease) -> StoreResult<bool>;
     /// Expired leases back to queued (with backoff) or failed after the last attempt.
     fn recover_expired(&self) -> StoreResult<Recovered>;
+    /// Treats EVERY running job's lease as expired. Only for a caller that knows no live worker
+    /// holds a lease (it holds the data directory's worker lock), so a restarted process need
+    /// not wait out the leases of the one that died.
+    fn recover_orphaned(&self) -> StoreResult<Recovered>;
     /// Ids of ended jobs (any terminal status: dead attempts may have left objects too) that
     /// finished before `now - age_ms` and whose results were not swept yet. The sweeper deletes
     /// their objects, then calls `forget_result`.

@@ -166,6 +166,22 @@ impl SqliteStore {
         Ok(changed > 0)
     }
 
+    fn recover(&self, all: bool) -> StoreResult<Recovered> {
+        let ids = self.with_tx(TransactionBehavior::Immediate, |tx| {
+            recover_in(tx, self, all)
+        })?;
+        let mut out = Recovered::default();
+        for id in &ids {
+            self.notify(id);
+            match self.get(id)?.map(|j| j.status) {
+                Some(JobStatus::Queued) => out.requeued += 1,
+                Some(_) => out.failed += 1,
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn backoff_ms(&self, attempt: u32) -> i64 {
         let doublings = attempt.saturating_sub(1).min(30);
         self.config
@@ -424,7 +440,7 @@ impl JobStore for SqliteStore {
 
     fn claim(&self, worker_id: &str) -> StoreResult<Option<Claim>> {
         let (recovered, claimed) = self.with_tx(TransactionBehavior::Immediate, |tx| {
-            let recovered = recover_in(tx, self)?;
+            let recovered = recover_in(tx, self, false)?;
             // Least busy account first (fewest running), then priority, then age; accounts at
             // their running cap wait.
             let next: Option<String> = tx
@@ -562,17 +578,11 @@ impl JobStore for SqliteStore {
     }
 
     fn recover_expired(&self) -> StoreResult<Recovered> {
-        let ids = self.with_tx(TransactionBehavior::Immediate, |tx| recover_in(tx, self))?;
-        let mut out = Recovered::default();
-        for id in &ids {
-            self.notify(id);
-            match self.get(id)?.map(|j| j.status) {
-                Some(JobStatus::Queued) => out.requeued += 1,
-                Some(_) => out.failed += 1,
-                None => {}
-            }
-        }
-        Ok(out)
+        self.recover(false)
+    }
+
+    fn recover_orphaned(&self) -> StoreResult<Recovered> {
+        self.recover(true)
     }
 
     fn expired_results(&self, age_ms: i64, limit: u32) -> StoreResult<Vec<String>> {
@@ -638,13 +648,13 @@ impl JobStore for SqliteStore {
 
 /// Expired leases: a job whose cancel was requested ends cancelled; otherwise back to the queue
 /// after a backoff, or failed once it used its last attempt. Returns the ids touched.
-fn recover_in(tx: &Transaction<'_>, store: &SqliteStore) -> StoreResult<Vec<String>> {
+fn recover_in(tx: &Transaction<'_>, store: &SqliteStore, all: bool) -> StoreResult<Vec<String>> {
     let mut stmt = tx.prepare(&format!(
         "SELECT id, attempt, max_attempts, cancel_requested FROM jobs \
-         WHERE status = 'running' AND lease_expires_ms < {NOW}"
+         WHERE status = 'running' AND (?1 OR lease_expires_ms < {NOW})"
     ))?;
     let expired = stmt
-        .query_map([], |r| {
+        .query_map([all], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, u32>(1)?,
