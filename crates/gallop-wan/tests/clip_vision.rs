@@ -9,7 +9,9 @@ use gallop_wan::clip::{ClipImageProcessor, ClipVisionEncoder};
 use gallop_wan::testing::assert_close;
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/clip")
+        .join(case)
 }
 
 fn load(path: PathBuf) -> std::collections::HashMap<String, candle_core::Tensor> {
@@ -47,7 +49,13 @@ fn wan_preprocessing_matches_clip_image_processor_exactly() {
         assert_eq!(got.dims(), &[1, 3, 224, 224]);
         // Bit-exact resize and float32 arithmetic: the difference must be zero, not merely small.
         let diff = (got - &expected[&format!("{name}.pixel_values")]).unwrap();
-        let max = diff.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let max = diff
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(max, 0.0, "{name}: pixel_values differ by up to {max}");
     }
 }
@@ -59,10 +67,20 @@ fn image_to_embeddings_end_to_end() {
     let processor = ClipImageProcessor::from_path(&dir.join("tiny")).unwrap();
     let image = image::open(dir.join("landscape.png")).unwrap();
     let pixels = processor.preprocess(&[image], &Device::Cpu).unwrap();
-    assert_close("tiny pixel_values", &pixels, &expected["tiny.pixel_values"], 1e-6);
+    assert_close(
+        "tiny pixel_values",
+        &pixels,
+        &expected["tiny.pixel_values"],
+        1e-6,
+    );
     let encoder = ClipVisionEncoder::from_dir(&fixture("gelu"), DType::F32, &Device::Cpu).unwrap();
     let embeds = encoder.forward(&pixels).unwrap();
-    assert_close("tiny image_embeds", &embeds, &expected["tiny.image_embeds"], 1e-4);
+    assert_close(
+        "tiny image_embeds",
+        &embeds,
+        &expected["tiny.image_embeds"],
+        1e-4,
+    );
 }
 
 #[test]
@@ -70,9 +88,20 @@ fn debug_forward_image_encoder_writes_image_embeds() {
     let dir = fixture("quick_gelu_large");
     let out = tempfile::tempdir().unwrap();
     let out_file = out.path().join("out.safetensors");
-    gallop_wan::debug::forward("image-encoder", &dir, &dir.join("inputs.safetensors"), &out_file).unwrap();
+    gallop_wan::debug::forward(
+        "image-encoder",
+        &dir,
+        &dir.join("inputs.safetensors"),
+        &out_file,
+    )
+    .unwrap();
     let got = &load(out_file)["image_embeds"];
-    assert_close("debug forward", got, &load(dir.join("outputs.safetensors"))["image_embeds"], 1e-4);
+    assert_close(
+        "debug forward",
+        got,
+        &load(dir.join("outputs.safetensors"))["image_embeds"],
+        1e-4,
+    );
 }
 
 #[test]

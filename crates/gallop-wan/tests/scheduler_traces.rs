@@ -17,7 +17,9 @@ use gallop_wan::testing::relative_error;
 const STEPS: [usize; 5] = [1, 2, 4, 10, 50];
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scheduler").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/scheduler")
+        .join(case)
 }
 
 fn load(case: &str) -> HashMap<String, Tensor> {
@@ -32,7 +34,11 @@ fn as_f32(t: &Tensor) -> Vec<f32> {
 fn relative_error_f64(a: &Tensor, b: &Tensor) -> f64 {
     let a: Vec<f64> = a.flatten_all().unwrap().to_vec1().unwrap();
     let b: Vec<f64> = b.flatten_all().unwrap().to_vec1().unwrap();
-    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     diff / b.iter().map(|y| y.abs()).fold(1e-300, f64::max)
 }
 
@@ -43,8 +49,16 @@ fn check_case(case: &str) {
     for n in STEPS {
         let key = |k: &str| trace[&format!("steps{n}.{k}")].clone();
         scheduler.set_timesteps(n).unwrap();
-        assert_eq!(scheduler.sigmas(), as_f32(&key("sigmas")), "{case} n={n}: sigmas");
-        assert_eq!(scheduler.timesteps(), as_f32(&key("timesteps")), "{case} n={n}: timesteps");
+        assert_eq!(
+            scheduler.sigmas(),
+            as_f32(&key("sigmas")),
+            "{case} n={n}: sigmas"
+        );
+        assert_eq!(
+            scheduler.timesteps(),
+            as_f32(&key("timesteps")),
+            "{case} n={n}: timesteps"
+        );
         for (prefix, tol) in [("", 2e-6), ("f64.", 1e-12)] {
             scheduler.set_timesteps(n).unwrap();
             let outputs = key(&format!("{prefix}model_outputs"));
@@ -61,9 +75,15 @@ fn check_case(case: &str) {
                 if std::env::var("TRACE_ERR").is_ok() {
                     eprintln!("{case} n={n} {prefix}step {i}: {err:e}");
                 }
-                assert!(err < tol, "{case} n={n} {prefix}step {i}: relative error {err:e} >= {tol:e}");
+                assert!(
+                    err < tol,
+                    "{case} n={n} {prefix}step {i}: relative error {err:e} >= {tol:e}"
+                );
             }
-            assert!(scheduler.step(&outputs.i(0).unwrap(), &sample).is_err(), "{case}: a step past the end must fail");
+            assert!(
+                scheduler.step(&outputs.i(0).unwrap(), &sample).is_err(),
+                "{case}: a step past the end must fail"
+            );
         }
     }
 }
@@ -119,11 +139,17 @@ fn unsupported_configs_are_rejected_naming_the_field() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("solver_order"), "{err}");
-    let err = Scheduler::from_json(r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": true}"#)
-        .unwrap_err();
+    let err = Scheduler::from_json(
+        r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": true}"#,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("use_dynamic_shifting"), "{err}");
-    let mut s = Scheduler::from_json(r#"{"_class_name": "FlowMatchEulerDiscreteScheduler"}"#).unwrap();
+    let mut s =
+        Scheduler::from_json(r#"{"_class_name": "FlowMatchEulerDiscreteScheduler"}"#).unwrap();
     assert!(s.set_timesteps(0).is_err());
     let x = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
-    assert!(s.step(&x, &x).is_err(), "step before set_timesteps must fail");
+    assert!(
+        s.step(&x, &x).is_err(),
+        "step before set_timesteps must fail"
+    );
 }

@@ -20,23 +20,44 @@ fn manifest(checkpoint: &str, component: &str) -> PathBuf {
 #[test]
 fn umt5_xxl_loader_reads_every_encoder_tensor() {
     for checkpoint in ["Wan2.1-T2V-14B", "Wan2.2-TI2V-5B"] {
-        let (config, weights) = TrackedWeights::from_manifest(&manifest(checkpoint, "text_encoder")).unwrap();
+        let (config, weights) =
+            TrackedWeights::from_manifest(&manifest(checkpoint, "text_encoder")).unwrap();
         let config: T5Config = serde_json::from_value(config).unwrap();
-        assert_eq!((config.d_model, config.num_layers, config.num_heads), (4096, 24, 64));
-        let encoder = T5Encoder::new(config, weights.var_builder(DType::F32, &Device::Cpu)).unwrap();
+        assert_eq!(
+            (config.d_model, config.num_layers, config.num_heads),
+            (4096, 24, 64)
+        );
+        let encoder =
+            T5Encoder::new(config, weights.var_builder(DType::F32, &Device::Cpu)).unwrap();
         assert_eq!(encoder.config().vocab_size, 256384);
-        assert_eq!(weights.unread(), Vec::<String>::new(), "{checkpoint}: unread tensors");
+        assert_eq!(
+            weights.unread(),
+            Vec::<String>::new(),
+            "{checkpoint}: unread tensors"
+        );
         // 24 layers each with their own relative bias table: UMT5, not T5.
-        let biases = weights.read_names().iter().filter(|n| n.contains("relative_attention_bias")).count();
+        let biases = weights
+            .read_names()
+            .iter()
+            .filter(|n| n.contains("relative_attention_bias"))
+            .count();
         assert_eq!(biases, 24);
     }
 }
 
 #[test]
 fn clip_vit_h_14_loader_reads_every_tensor_up_to_the_penultimate_layer() {
-    let (config, weights) = TrackedWeights::from_manifest(&manifest("Wan2.1-I2V-14B-720P", "image_encoder")).unwrap();
+    let (config, weights) =
+        TrackedWeights::from_manifest(&manifest("Wan2.1-I2V-14B-720P", "image_encoder")).unwrap();
     let config: ClipVisionConfig = serde_json::from_value(config).unwrap();
-    assert_eq!((config.hidden_size, config.num_hidden_layers, config.patch_size), (1280, 32, 14));
+    assert_eq!(
+        (
+            config.hidden_size,
+            config.num_hidden_layers,
+            config.patch_size
+        ),
+        (1280, 32, 14)
+    );
     let skipped = ClipVisionEncoder::unused_tensor_prefixes(&config);
     ClipVisionEncoder::new(config, weights.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let unread = weights.unread();
@@ -47,5 +68,10 @@ fn clip_vit_h_14_loader_reads_every_tensor_up_to_the_penultimate_layer() {
     assert!(unexpected.is_empty(), "unread tensors: {unexpected:?}");
     // The skipped part is exactly the last layer (16 tensors), the post-layernorm and projection.
     assert_eq!(unread.len(), 16 + 2 + 1, "{unread:?}");
-    assert!(weights.read_names().iter().any(|n| n.starts_with("vision_model.encoder.layers.30.")));
+    assert!(
+        weights
+            .read_names()
+            .iter()
+            .any(|n| n.starts_with("vision_model.encoder.layers.30."))
+    );
 }

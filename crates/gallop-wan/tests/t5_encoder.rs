@@ -9,7 +9,9 @@ use gallop_wan::t5::{T5Encoder, relative_position_bucket};
 use gallop_wan::testing::assert_close;
 
 fn fixture(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/t5").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/t5")
+        .join(case)
 }
 
 fn load(path: PathBuf) -> std::collections::HashMap<String, Tensor> {
@@ -73,7 +75,11 @@ fn relative_position_buckets_match_transformers_over_600_positions() {
     for (nb, md) in [(32, 128), (8, 20), (16, 64)] {
         let expected: Vec<i64> = tables[&format!("buckets_{nb}_{md}")].to_vec1().unwrap();
         for (r, e) in rel.iter().zip(&expected) {
-            assert_eq!(relative_position_bucket(*r, nb, md) as i64, *e, "position {r}, buckets {nb}, max distance {md}");
+            assert_eq!(
+                relative_position_bucket(*r, nb, md) as i64,
+                *e,
+                "position {r}, buckets {nb}, max distance {md}"
+            );
         }
     }
 }
@@ -83,7 +89,13 @@ fn debug_forward_text_encoder_writes_last_hidden_state() {
     let dir = fixture("t5_relu");
     let out = tempfile::tempdir().unwrap();
     let out_file = out.path().join("out.safetensors");
-    gallop_wan::debug::forward("text-encoder", &dir, &dir.join("inputs.safetensors"), &out_file).unwrap();
+    gallop_wan::debug::forward(
+        "text-encoder",
+        &dir,
+        &dir.join("inputs.safetensors"),
+        &out_file,
+    )
+    .unwrap();
     let got = &load(out_file)["last_hidden_state"];
     let expected = &load(dir.join("outputs.safetensors"))["last_hidden_state"];
     assert_close("debug forward", got, expected, 1e-4);
@@ -98,6 +110,12 @@ fn bad_inputs_get_clear_errors() {
     let err = encoder.forward(&ids, &mask).unwrap_err().to_string();
     assert!(err.contains("input_ids") && err.contains("500"), "{err}");
     let short = Tensor::ones((1, 2), DType::U32, &Device::Cpu).unwrap();
-    let err = encoder.forward(&ids.narrow(1, 0, 2).unwrap().broadcast_as((2, 2)).unwrap(), &short).unwrap_err().to_string();
+    let err = encoder
+        .forward(
+            &ids.narrow(1, 0, 2).unwrap().broadcast_as((2, 2)).unwrap(),
+            &short,
+        )
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("attention_mask"), "{err}");
 }

@@ -132,12 +132,15 @@ impl EncoderLayer {
         let (b, n, h) = x.dims3()?;
         let d = h / self.heads;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, self.heads, d))?.transpose(1, 2)?.contiguous()
+            t.reshape((b, n, self.heads, d))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split((self.q.forward(x)? * (d as f64).powf(-0.5))?)?;
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
-        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.transpose(2, 3)?.contiguous()?)?)?;
+        let weights =
+            candle_nn::ops::softmax_last_dim(&q.matmul(&k.transpose(2, 3)?.contiguous()?)?)?;
         let o = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
         self.out.forward(&o)
     }
@@ -170,7 +173,8 @@ impl ClipVisionEncoder {
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config = ClipVisionConfig::from_dir(dir)?;
         let vb = crate::weights::var_builder(dir, dtype, device)?;
-        Self::new(config, vb).with_context(|| format!("loading image encoder from {}", dir.display()))
+        Self::new(config, vb)
+            .with_context(|| format!("loading image encoder from {}", dir.display()))
     }
 
     pub fn new(config: ClipVisionConfig, vb: VarBuilder) -> anyhow::Result<Self> {
@@ -193,7 +197,8 @@ impl ClipVisionEncoder {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             class_embedding: emb.get(h, "class_embedding")?,
-            position_embedding: emb.get((config.num_positions(), h), "position_embedding.weight")?,
+            position_embedding: emb
+                .get((config.num_positions(), h), "position_embedding.weight")?,
             pre_layernorm: layer_norm(h, config.layer_norm_eps, vm.pp("pre_layrnorm"))?,
             patch_embedding,
             layers,
@@ -209,7 +214,10 @@ impl ClipVisionEncoder {
     /// and the projection (absent in `CLIPVisionModel` checkpoints).
     pub fn unused_tensor_prefixes(config: &ClipVisionConfig) -> Vec<String> {
         vec![
-            format!("vision_model.encoder.layers.{}.", config.num_hidden_layers - 1),
+            format!(
+                "vision_model.encoder.layers.{}.",
+                config.num_hidden_layers - 1
+            ),
             "vision_model.post_layernorm.".into(),
             "visual_projection.".into(),
         ]
@@ -231,7 +239,9 @@ impl ClipVisionEncoder {
             c.image_size
         );
         let dtype = self.class_embedding.dtype();
-        let patches = self.patch_embedding.forward(&pixel_values.to_dtype(dtype)?)?;
+        let patches = self
+            .patch_embedding
+            .forward(&pixel_values.to_dtype(dtype)?)?;
         let patches = patches.flatten_from(2)?.transpose(1, 2)?; // (b, patches, hidden)
         let class = self
             .class_embedding

@@ -91,21 +91,36 @@ impl ClipImageProcessor {
         );
         let resize = if let Some(n) = field(&config.size, "shortest_edge") {
             Resize::ShortestEdge(n)
-        } else if let (Some(height), Some(width)) = (field(&config.size, "height"), field(&config.size, "width")) {
+        } else if let (Some(height), Some(width)) =
+            (field(&config.size, "height"), field(&config.size, "width"))
+        {
             Resize::Exact { height, width }
         } else if let Some(n) = config.size.as_u64() {
             Resize::ShortestEdge(n as usize)
         } else {
-            bail!("image processor: size {} must have shortest_edge or height and width", config.size);
+            bail!(
+                "image processor: size {} must have shortest_edge or height and width",
+                config.size
+            );
         };
-        let crop = match (field(&config.crop_size, "height"), field(&config.crop_size, "width")) {
+        let crop = match (
+            field(&config.crop_size, "height"),
+            field(&config.crop_size, "width"),
+        ) {
             (Some(h), Some(w)) => (h, w),
             _ => match config.crop_size.as_u64() {
                 Some(n) => (n as usize, n as usize),
-                None => bail!("image processor: crop_size {} must have height and width", config.crop_size),
+                None => bail!(
+                    "image processor: crop_size {} must have height and width",
+                    config.crop_size
+                ),
             },
         };
-        Ok(Self { config, resize, crop })
+        Ok(Self {
+            config,
+            resize,
+            crop,
+        })
     }
 
     /// The resized `(height, width)` of an image: transformers' shortest-edge rule truncates the
@@ -116,7 +131,11 @@ impl ClipImageProcessor {
             Resize::ShortestEdge(target) => {
                 let (short, long) = (height.min(width), height.max(width));
                 let new_long = (target as f64 * long as f64 / short as f64) as usize;
-                if height <= width { (target, new_long) } else { (new_long, target) }
+                if height <= width {
+                    (target, new_long)
+                } else {
+                    (new_long, target)
+                }
             }
         }
     }
@@ -137,7 +156,10 @@ impl ClipImageProcessor {
         let mut image = rgb.clone();
         if self.config.do_resize {
             let (nh, nw) = self.resized_size(h, w);
-            ensure!(nh > 0 && nw > 0, "image processor: image {w}x{h} resizes to nothing");
+            ensure!(
+                nh > 0 && nw > 0,
+                "image processor: image {w}x{h} resizes to nothing"
+            );
             image = resize_bicubic_like_pil(&image, nw, nh);
         }
         let (mut h, mut w) = (image.height() as usize, image.width() as usize);
@@ -212,7 +234,11 @@ fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
                 .map(|&k| {
                     let k = if total != 0.0 { k / total } else { k };
                     let f = k * (1u32 << PRECISION_BITS) as f64;
-                    if f < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 }
+                    if f < 0.0 {
+                        (f - 0.5) as i32
+                    } else {
+                        (f + 0.5) as i32
+                    }
                 })
                 .collect();
             (xmin, taps)

@@ -65,13 +65,19 @@ impl FlowMatchEulerScheduler {
         for (name, on) in [
             ("use_dynamic_shifting", config.use_dynamic_shifting),
             ("invert_sigmas", config.invert_sigmas),
-            ("shift_terminal", config.shift_terminal.is_some_and(|v| v != 0.0)),
+            (
+                "shift_terminal",
+                config.shift_terminal.is_some_and(|v| v != 0.0),
+            ),
             ("use_karras_sigmas", config.use_karras_sigmas),
             ("use_exponential_sigmas", config.use_exponential_sigmas),
             ("use_beta_sigmas", config.use_beta_sigmas),
             ("stochastic_sampling", config.stochastic_sampling),
         ] {
-            ensure!(!on, "FlowMatchEuler config: {name} is not supported: must be unset or false");
+            ensure!(
+                !on,
+                "FlowMatchEuler config: {name} is not supported: must be unset or false"
+            );
         }
         // The constructor shifts the training sigmas t/T in float32; set_timesteps spans their
         // ends and shifts again (diffusers applies the shift twice; so must we).
@@ -139,7 +145,11 @@ impl FlowMatchEulerScheduler {
         // diffusers upcasts the sample to float32 (rounding a float64 one), adds the update in
         // the wider of the two dtypes and returns the model output's dtype.
         let update = scale(model_output, dt)?;
-        let wide = if model_output.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+        let wide = if model_output.dtype() == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         let sample = sample.to_dtype(DType::F32)?.to_dtype(wide)?;
         let prev = (sample + update.to_dtype(wide)?)?.to_dtype(model_output.dtype())?;
         self.step_index += 1;

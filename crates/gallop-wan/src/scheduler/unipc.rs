@@ -111,10 +111,19 @@ impl UniPcConfig {
             ("use_exponential_sigmas", self.use_exponential_sigmas),
             ("use_beta_sigmas", self.use_beta_sigmas),
             ("use_dynamic_shifting", self.use_dynamic_shifting),
-            ("shift_terminal", self.shift_terminal.is_some_and(|v| v != 0.0)),
-            ("solver_p", self.solver_p.as_ref().is_some_and(|v| !v.is_null())),
+            (
+                "shift_terminal",
+                self.shift_terminal.is_some_and(|v| v != 0.0),
+            ),
+            (
+                "solver_p",
+                self.solver_p.as_ref().is_some_and(|v| !v.is_null()),
+            ),
         ] {
-            ensure!(!on, "UniPC config: {name} is not supported: must be unset or false");
+            ensure!(
+                !on,
+                "UniPC config: {name} is not supported: must be unset or false"
+            );
         }
         Ok(())
     }
@@ -263,7 +272,11 @@ impl UniPcScheduler {
     fn coefficients(&self, h: f64, order: usize) -> Coefficients {
         let hh = -h;
         let h_phi_1 = hh.exp_m1();
-        let b_h = if self.config.is_bh1() { hh } else { hh.exp_m1() };
+        let b_h = if self.config.is_bh1() {
+            hh
+        } else {
+            hh.exp_m1()
+        };
         let mut h_phi_k = h_phi_1 / hh - 1.0;
         let mut factorial = 1u32;
         let mut b = Vec::with_capacity(order);

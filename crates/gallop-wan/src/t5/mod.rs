@@ -281,13 +281,16 @@ impl T5Encoder {
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config: T5Config = crate::weights::read_config(dir)?;
         let vb = crate::weights::var_builder(dir, dtype, device)?;
-        Self::new(config, vb).with_context(|| format!("loading text encoder from {}", dir.display()))
+        Self::new(config, vb)
+            .with_context(|| format!("loading text encoder from {}", dir.display()))
     }
 
     pub fn new(config: T5Config, vb: VarBuilder) -> anyhow::Result<Self> {
         config.validate()?;
         // The token table is saved as `shared` (tied to `encoder.embed_tokens`); accept either.
-        let embed_vb = if vb.contains_tensor("shared.weight") || !vb.contains_tensor("encoder.embed_tokens.weight") {
+        let embed_vb = if vb.contains_tensor("shared.weight")
+            || !vb.contains_tensor("encoder.embed_tokens.weight")
+        {
             vb.pp("shared")
         } else {
             vb.pp("encoder.embed_tokens")
@@ -299,13 +302,25 @@ impl T5Encoder {
             let layer = enc.pp(format!("block.{i}.layer"));
             let has_bias = config.per_layer_bias() || i == 0;
             blocks.push(Block {
-                attn_norm: RmsNorm::new(config.d_model, config.layer_norm_epsilon, layer.pp("0.layer_norm"))?,
+                attn_norm: RmsNorm::new(
+                    config.d_model,
+                    config.layer_norm_epsilon,
+                    layer.pp("0.layer_norm"),
+                )?,
                 attn: Attention::new(&config, has_bias, layer.pp("0.SelfAttention"))?,
-                ff_norm: RmsNorm::new(config.d_model, config.layer_norm_epsilon, layer.pp("1.layer_norm"))?,
+                ff_norm: RmsNorm::new(
+                    config.d_model,
+                    config.layer_norm_epsilon,
+                    layer.pp("1.layer_norm"),
+                )?,
                 ff: FeedForward::new(&config, layer.pp("1.DenseReluDense"))?,
             });
         }
-        let final_norm = RmsNorm::new(config.d_model, config.layer_norm_epsilon, enc.pp("final_layer_norm"))?;
+        let final_norm = RmsNorm::new(
+            config.d_model,
+            config.layer_norm_epsilon,
+            enc.pp("final_layer_norm"),
+        )?;
         Ok(Self {
             device: vb.device().clone(),
             config,
@@ -326,7 +341,9 @@ impl T5Encoder {
             self.config.relative_attention_max_distance,
         );
         let grid: Vec<u32> = (0..len as i64)
-            .flat_map(|q| (0..len as i64).map(move |k| relative_position_bucket(k - q, nb, md) as u32))
+            .flat_map(|q| {
+                (0..len as i64).map(move |k| relative_position_bucket(k - q, nb, md) as u32)
+            })
             .collect();
         Tensor::from_vec(grid, (len, len), &self.device)
     }
@@ -334,7 +351,9 @@ impl T5Encoder {
     /// `last_hidden_state` for `input_ids` `(batch, len)` and `attention_mask` `(batch, len)`
     /// (1 = token, 0 = padding; padded keys are masked out, padded rows are still computed).
     pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> anyhow::Result<Tensor> {
-        let (b, len) = input_ids.dims2().context("input_ids must be (batch, length)")?;
+        let (b, len) = input_ids
+            .dims2()
+            .context("input_ids must be (batch, length)")?;
         ensure!(
             attention_mask.dims() == [b, len],
             "attention_mask shape {:?} must equal input_ids shape {:?}",
@@ -360,13 +379,17 @@ impl T5Encoder {
         for block in &self.blocks {
             let bias = match block.attn.position_bias(&buckets)? {
                 Some(bias) => bias,
-                None => shared_bias.clone().context("a T5 layer without bias needs the first layer's")?,
+                None => shared_bias
+                    .clone()
+                    .context("a T5 layer without bias needs the first layer's")?,
             };
             if shared_bias.is_none() {
                 shared_bias = Some(bias.clone());
             }
             let bias_and_mask = bias.to_dtype(dtype)?.broadcast_add(&mask)?;
-            let h = block.attn.forward(&block.attn_norm.forward(&x)?, &bias_and_mask)?;
+            let h = block
+                .attn
+                .forward(&block.attn_norm.forward(&x)?, &bias_and_mask)?;
             x = (x + h)?;
             let h = block.ff.forward(&block.ff_norm.forward(&x)?)?;
             x = (x + h)?;

@@ -68,7 +68,11 @@ impl TextEncoder {
 /// Keep the first `lengths[b]` rows of batch item `b` and zero the rest.
 pub fn zero_padding_rows(hidden: &Tensor, lengths: &[usize]) -> anyhow::Result<Tensor> {
     let (b, len, _) = hidden.dims3()?;
-    anyhow::ensure!(lengths.len() == b, "{} lengths for a batch of {b}", lengths.len());
+    anyhow::ensure!(
+        lengths.len() == b,
+        "{} lengths for a batch of {b}",
+        lengths.len()
+    );
     let keep: Vec<f32> = lengths
         .iter()
         .flat_map(|&n| (0..len).map(move |i| if i < n { 1.0 } else { 0.0 }))

@@ -70,7 +70,11 @@ impl PromptTokenizer {
 
     /// Tokenize already-cleaned prompts with the special tokens (`</s>` at the end; kept when
     /// truncating, as transformers does).
-    pub fn tokenize(&self, prompts: &[String], device: &Device) -> anyhow::Result<TokenizedPrompts> {
+    pub fn tokenize(
+        &self,
+        prompts: &[String],
+        device: &Device,
+    ) -> anyhow::Result<TokenizedPrompts> {
         let encodings = self
             .tokenizer
             .encode_batch(prompts.to_vec(), true)
