@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use gallop_media::{DEFAULT_WATERMARK, Mp4Encoder, Watermark, fit_and_crop};
+use gallop_media::{DEFAULT_WATERMARK, Mp4Encoder, Watermark, decode_mp4, fit_and_crop, psnr};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -40,6 +40,30 @@ fn main() {
             start.elapsed().as_secs_f64() * 1e3 / FRAMES as f64
         );
     }
+
+    // Quality where detail is hard: bitrate reached and PSNR of every frame decoded back.
+    let textured: Vec<_> = (0..48)
+        .map(|i| common::textured_frame(1280, 720, i))
+        .collect();
+    let mut encoder = Mp4Encoder::new(1280, 720, 24).unwrap();
+    for frame in &textured {
+        encoder.push(frame).unwrap();
+    }
+    let mp4 = encoder.finish().unwrap();
+    let decoded = decode_mp4(&mp4).unwrap();
+    let scores: Vec<f64> = decoded
+        .frames
+        .iter()
+        .zip(&textured)
+        .map(|(a, b)| psnr(a, b))
+        .collect();
+    println!(
+        "textured 720P: {:.2} Mbps, PSNR min {:.1} dB, mean {:.1} dB over {} frames",
+        mp4.len() as f64 * 8.0 / 2.0 / 1e6,
+        scores.iter().cloned().fold(f64::INFINITY, f64::min),
+        scores.iter().sum::<f64>() / scores.len() as f64,
+        scores.len()
+    );
 
     let photo = common::pattern_frame(4000, 3000, 0);
     let runs = 10;

@@ -49,3 +49,18 @@ fn mix(rgb: &mut [f32; 3], over: [f32; 3], alpha: f32) {
         rgb[c] = rgb[c] * (1.0 - alpha) + over[c] * alpha;
     }
 }
+
+/// The pattern with a fine moving texture on top (like foliage or fabric): the kind of
+/// detail that makes the encoder spend its whole bitrate.
+pub fn textured_frame(width: u32, height: u32, index: u32) -> RgbImage {
+    let mut frame = pattern_frame(width, height, index);
+    for (x, y, p) in frame.enumerate_pixels_mut() {
+        let fx = x as f32 + 2.0 * index as f32;
+        let fy = y as f32;
+        let texture = ((fx * 0.9).sin() * (fy * 1.3).cos() + (fx * 0.31 + fy * 0.47).sin()) * 25.0;
+        for c in p.0.iter_mut() {
+            *c = (*c as f32 + texture).clamp(0.0, 255.0) as u8;
+        }
+    }
+    frame
+}
