@@ -19,6 +19,9 @@ use crate::storage::Storage;
 use crate::store::{JobStore, SqliteStore, StoreConfig};
 use crate::worker::{Worker, WorkerConfig};
 
+/// How long a shutdown waits for answers in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The account of the token made when a server starts with none.
 pub const FIRST_ACCOUNT: &str = "local";
 
@@ -40,8 +43,18 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets answers in flight finish, and hands running jobs back to the queue.
     pub async fn shutdown(self) {
+        self.state.closing.send_replace(true);
         let _ = self.shutdown.send(());
-        let _ = self.serve.await;
+        // Answers in flight get a few seconds; a client that keeps a connection open does
+        // not keep the process alive.
+        let abort = self.serve.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.serve)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: closing them");
+            abort.abort();
+        }
         self.observer.abort();
         self.worker.stop().await;
     }
@@ -71,6 +84,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
     let public_url = public_base(config.public_url.as_deref(), addr);
+    if config.public_url.is_none() && addr.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on {addr} without --public-url: result links will name {public_url}, \
+             which clients elsewhere cannot reach; pass --public-url"
+        );
+    }
 
     let store: Arc<dyn JobStore> = Arc::new(open_store(&config)?);
     let first_token = if store.token_count()? == 0 {
@@ -110,6 +129,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         body_limit: config.body_limit,
         url_ttl: config.url_ttl,
         engines,
+        closing: tokio::sync::watch::channel(false).0,
     });
     let observer = tokio::spawn(observe_job_ends(state.clone()));
 

@@ -397,3 +397,47 @@ async fn uploads_raw_and_multipart_serve_as_image_uris() {
     assert_eq!(answer["state"], "Completed", "{answer}");
     server.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_ends_event_streams_and_sync_waits_promptly() {
+    let images = ImageServer::start().await;
+    let server = TestServer::start_with(|c| c.workers = 1).await;
+    let id = server.queue(&long_i2v(&images.rap())).await;
+    server
+        .wait_job(&id, Duration::from_secs(60), |j| j["status"] == "running")
+        .await;
+    let events = server
+        .client
+        .get(server.url(&format!("/v1/jobs/{id}/events")))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+    // A synchronous run queued behind the running job, waiting.
+    let sync = tokio::spawn(
+        server
+            .client
+            .post(server.url(&server.run_path()))
+            .bearer_auth(&server.token)
+            .header("content-type", "application/json")
+            .body(long_i2v(&images.rap()).to_string())
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let asked = Instant::now();
+    server.server.shutdown().await;
+    let took = asked.elapsed();
+    // Under the 10 s grace: the streams and waits ended, nothing had to be cut.
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+
+    let (status, _, answer) = read(sync.await.unwrap().unwrap()).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{answer}");
+    assert!(answer["result"]["request_id"].is_string(), "{answer}");
+    let text = tokio::time::timeout(Duration::from_secs(5), events.text())
+        .await
+        .expect("the event stream ended")
+        .unwrap_or_default();
+    assert!(text.contains("event: job"), "{text}");
+}

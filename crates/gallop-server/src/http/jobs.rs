@@ -194,6 +194,7 @@ pub async fn events(
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1);
     let mut changes = state.store.subscribe();
+    let mut closing = state.closing.subscribe();
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
     tokio::spawn(async move {
         let mut sent = last_seen;
@@ -227,6 +228,7 @@ pub async fn events(
                 tokio::select! {
                     _ = &mut tick => break,
                     _ = tx.closed() => return,
+                    _ = closing.changed() => return, // server shutting down
                     msg = changes.recv() => match msg {
                         Ok(changed) if changed != job.id => continue,
                         _ => break,

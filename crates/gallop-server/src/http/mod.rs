@@ -52,6 +52,9 @@ pub struct AppState {
     pub url_ttl: Duration,
     /// Which engine serves each model id (reported by `/v1/models`).
     pub engines: Vec<(ModelId, EngineInfo)>,
+    /// Set when the server shuts down: long waits (sync runs, event streams) end early so the
+    /// graceful shutdown is not held up by them.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -199,19 +202,22 @@ impl AppState {
     /// store's change notifications, and re-reads every second in case one was missed.
     pub async fn wait_for_end(&self, job: Job, wait: Duration) -> Result<Job, ApiError> {
         let mut changes = self.store.subscribe();
+        let mut closing = self.closing.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         let mut current = job;
         loop {
-            if current.status.is_terminal() {
+            if current.status.is_terminal() || *closing.borrow() {
                 return Ok(current);
             }
-            let tick = tokio::time::Instant::now() + Duration::from_secs(1);
-            let until = tick.min(deadline);
+            let until = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
             loop {
-                match tokio::time::timeout_at(until, changes.recv()).await {
-                    Ok(Ok(id)) if id != current.id => continue,
-                    // Ours, a lag (re-read to be safe), or the tick.
-                    _ => break,
+                tokio::select! {
+                    got = tokio::time::timeout_at(until, changes.recv()) => match got {
+                        Ok(Ok(id)) if id != current.id => continue,
+                        // Ours, a lag (re-read to be safe), or the tick.
+                        _ => break,
+                    },
+                    _ = closing.changed() => break,
                 }
             }
             let id = current.id.clone();
@@ -221,7 +227,7 @@ impl AppState {
             {
                 current = job;
             }
-            if tokio::time::Instant::now() >= deadline && !current.status.is_terminal() {
+            if tokio::time::Instant::now() >= deadline {
                 return Ok(current);
             }
         }
