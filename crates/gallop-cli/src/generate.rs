@@ -55,9 +55,80 @@ pub struct Args {
     /// A Wan checkpoint in the diffusers layout; without it the motion preview runs.
     #[arg(long)]
     model_dir: Option<PathBuf>,
-    /// Debug: also write every encoded frame (watermark drawn) as DIR/frame_NNNNN.png.
+    /// Debug: also write every encoded frame (watermark drawn) as DIR/frame_NNNNN.png; with
+    /// --model-dir and a path ending in .safetensors, the decoded frames before watermark and
+    /// encoding as tensor `frames`, f32 [F, H, W, 3] in [0, 1].
     #[arg(long, hide = true)]
     dump_frames: Option<PathBuf>,
+    /// Debug (--model-dir): denoising steps instead of the checkpoint family's default.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Debug (--model-dir): classifier-free guidance scale (1 turns guidance off).
+    #[arg(long)]
+    guidance: Option<f64>,
+    /// Debug (--model-dir): generate and output exactly this width (with --height); the public
+    /// minimum image size does not apply then.
+    #[arg(long, requires = "height")]
+    width: Option<u32>,
+    /// Debug (--model-dir): exact height (with --width).
+    #[arg(long, requires = "width")]
+    height: Option<u32>,
+    /// Debug (--model-dir): generate and output exactly this many frames (4n + 1).
+    #[arg(long)]
+    num_frames: Option<u32>,
+    /// Debug (--model-dir): initial noise from this safetensors file (tensor `latents`, the
+    /// shape diffusers' prepare_latents makes).
+    #[arg(long)]
+    init_noise: Option<PathBuf>,
+}
+
+impl Args {
+    /// `--dump-frames` names a tensor file for the Wan engine rather than a PNG folder.
+    fn dumps_tensor(&self) -> bool {
+        self.model_dir.is_some()
+            && self
+                .dump_frames
+                .as_ref()
+                .is_some_and(|p| p.extension().is_some_and(|e| e == "safetensors"))
+    }
+
+    /// The debug overrides, for the Wan engine.
+    fn wan_settings(&self) -> gallop_wan::WanSettings {
+        gallop_wan::WanSettings {
+            steps: self.steps,
+            guidance: self.guidance,
+            size: self
+                .width
+                .zip(self.height)
+                .map(|(w, h)| (w as usize, h as usize)),
+            num_frames: self.num_frames.map(|n| n as usize),
+            init_noise: self.init_noise.clone(),
+            dump_frames: self
+                .dumps_tensor()
+                .then(|| self.dump_frames.clone())
+                .flatten(),
+        }
+    }
+
+    /// The exact output the geometry overrides ask for, if any.
+    fn geometry_override(
+        &self,
+        request: &GenerationRequest,
+        images: &[RgbImage],
+    ) -> Option<gallop_api::Geometry> {
+        if self.width.is_none() && self.num_frames.is_none() {
+            return None;
+        }
+        let mut geometry = request.geometry(images.first().map(|i| i.dimensions()));
+        if let Some((w, h)) = self.width.zip(self.height) {
+            geometry.width = w;
+            geometry.height = h;
+        }
+        if let Some(n) = self.num_frames {
+            geometry.frames = n;
+        }
+        Some(geometry)
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -72,11 +143,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let input = build_input(model, &args)?;
     let request = parse_input_with(model, &input, UriPolicy::AllowFiles)
         .map_err(|e| anyhow::anyhow!("Bad input: {e}"))?;
-    let images = load_images(&request)?;
-    let engine = choose_engine(args.model_dir.as_deref())?;
+    if args.model_dir.is_none()
+        && (args.steps.is_some()
+            || args.guidance.is_some()
+            || args.width.is_some()
+            || args.num_frames.is_some()
+            || args.init_noise.is_some())
+    {
+        bail!(
+            "--steps, --guidance, --width, --height, --num-frames and --init-noise need --model-dir"
+        );
+    }
+    // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.
+    let images = load_images(&request, args.width.is_some())?;
+    let engine = choose_engine(args.model_dir.as_deref(), args.wan_settings())?;
 
     let options = RenderOptions {
         watermark_text: args.watermark_text.clone(),
+        geometry: args.geometry_override(&request, &images),
     };
     let cancel = AtomicBool::new(false);
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -88,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     });
     let mut progress = |p: Progress| {
         if let Some(bar) = &bar {
+            bar.set_length(p.total.into());
             bar.set_position(p.step.into());
         }
     };
@@ -101,16 +186,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .save(&path)
             .map_err(|e| format!("--dump-frames: cannot write {}: {e}", path.display()))
     };
-    if let Some(dir) = &args.dump_frames {
+    let dump_png = args.dump_frames.is_some() && !args.dumps_tensor();
+    if let Some(dir) = args.dump_frames.as_ref().filter(|_| dump_png) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--dump-frames: cannot create {}", dir.display()))?;
     }
     let hooks = RenderHooks {
         progress: &mut progress,
         cancel: &cancel,
-        inspect: match args.dump_frames {
-            Some(_) => Some(&mut dump),
-            None => None,
+        inspect: match dump_png {
+            true => Some(&mut dump),
+            false => None,
         },
     };
     let output = render_video(engine.as_ref(), &request, &images, &options, hooks)?;
@@ -137,14 +223,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The one place that decides which engine serves a run.
-fn choose_engine(model_dir: Option<&Path>) -> anyhow::Result<Box<dyn Engine>> {
+fn choose_engine(
+    model_dir: Option<&Path>,
+    settings: gallop_wan::WanSettings,
+) -> anyhow::Result<Box<dyn Engine>> {
     match model_dir {
         None => Ok(Box::new(PreviewEngine)),
-        Some(dir) => bail!(
-            "--model-dir {}: the Wan pipeline is not wired into `gallop generate` yet; \
-             omit --model-dir to run the motion preview",
-            dir.display()
-        ),
+        Some(dir) => Ok(Box::new(
+            gallop_wan::WanEngine::load(dir, settings)
+                .with_context(|| format!("--model-dir {}", dir.display()))?,
+        )),
     }
 }
 
@@ -251,11 +339,23 @@ fn to_uri(value: &str) -> anyhow::Result<String> {
 }
 
 /// Reads and decodes every image of the request, naming the field of any that fails.
-fn load_images(request: &GenerationRequest) -> anyhow::Result<Vec<RgbImage>> {
+fn load_images(request: &GenerationRequest, tiny_allowed: bool) -> anyhow::Result<Vec<RgbImage>> {
     let mut bytes = Vec::with_capacity(request.images.len());
     for (i, uri) in request.images.iter().enumerate() {
         let field = image_field(request.model, i);
         bytes.push(read_uri(uri).map_err(|e| anyhow::anyhow!("{field}: {e}"))?);
+    }
+    if tiny_allowed {
+        // Every rule but the minimum size (byte limit, format, aspect) still applies.
+        let limits = gallop_media::DecodeLimits::tiny_test();
+        return bytes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                gallop_media::decode_image(b, &limits)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", image_field(request.model, i)))
+            })
+            .collect();
     }
     Ok(decode_request_images(request.model, &bytes)?)
 }

@@ -16,6 +16,9 @@ pub struct RenderOptions {
     /// Text of the visible mark; None uses [`gallop_media::DEFAULT_WATERMARK`]. Only drawn when
     /// the request's `watermark` is true.
     pub watermark_text: Option<String>,
+    /// Test path (`gallop generate --width/--height/--num-frames`): this exact output instead
+    /// of the request's geometry.
+    pub geometry: Option<gallop_api::Geometry>,
 }
 
 /// The caller's side of a render: progress, cancel, and an optional look at every frame.
@@ -101,7 +104,7 @@ pub fn render_video(
     hooks: RenderHooks<'_>,
 ) -> Result<RenderOutput, EngineError> {
     let first = images.first().map(|i| i.dimensions());
-    let geometry = request.geometry(first);
+    let geometry = options.geometry.unwrap_or_else(|| request.geometry(first));
     let seed = request.seed.unwrap_or_else(random_seed);
     let mut encoder = Mp4Encoder::new(geometry.width, geometry.height, geometry.fps)
         .map_err(|e| EngineError::Failed(e.to_string()))?;

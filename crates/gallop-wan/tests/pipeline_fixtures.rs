@@ -35,9 +35,26 @@ fn load_case(name: &str) -> Case {
         image_to_tensor(&img, &device).unwrap()
     });
     let num = |k: &str| call[k].as_u64().unwrap() as usize;
+    // Only ti2v keeps diffusers' embeddings (checked against the encoder below); the other cases
+    // encode the prompt with the checkpoint's own UMT5, as a real run does.
+    let (prompt_embeds, negative_prompt_embeds) = match inputs.get("prompt_embeds") {
+        Some(p) => (p.clone(), inputs.get("negative_prompt_embeds").cloned()),
+        None => {
+            let negative = call
+                .get("negative_prompt")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
+            (
+                pipeline
+                    .encode_prompt(call["prompt"].as_str().unwrap())
+                    .unwrap(),
+                Some(pipeline.encode_prompt(negative).unwrap()),
+            )
+        }
+    };
     let args = GenerateArgs {
-        prompt_embeds: inputs["prompt_embeds"].clone(),
-        negative_prompt_embeds: inputs.get("negative_prompt_embeds").cloned(),
+        prompt_embeds,
+        negative_prompt_embeds,
         image,
         height: num("height"),
         width: num("width"),
