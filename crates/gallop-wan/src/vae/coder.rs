@@ -133,7 +133,7 @@ impl Encoder {
             };
         }
         let x = self.mid.forward(&x, cache)?;
-        let x = self.norm_out.forward(&x)?.silu()?;
+        let x = self.norm_out.forward_silu(&x)?;
         cached_conv(&self.conv_out, &x, cache)
     }
 }
@@ -253,7 +253,7 @@ impl Decoder {
                 x = (x + shortcut.forward(&input, first_chunk)?)?;
             }
         }
-        let x = self.norm_out.forward(&x)?.silu()?;
+        let x = self.norm_out.forward_silu(&x)?;
         cached_conv(&self.conv_out, &x, cache)
     }
 }

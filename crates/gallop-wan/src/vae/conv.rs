@@ -10,6 +10,9 @@ use candle_nn::VarBuilder;
 /// Frames of history a causal conv keeps between chunks (its kernel is at most 3 deep).
 const CACHE_T: usize = 2;
 
+/// Elements below which a pass runs on the calling thread (spawning would cost more).
+pub(crate) const PARALLEL_MIN: usize = 1 << 16;
+
 /// Input elements one conv2d call may see; larger runs of frames are split into several calls so
 /// candle's im2col buffers stay bounded at 720P/1080P.
 const CONV_CALL_ELEMENTS: usize = 1 << 24;
@@ -196,6 +199,21 @@ impl CausalConv3d {
         } else {
             gemm::Parallelism::None
         };
+        if kh == 3 && kw == 3 && p == 1 {
+            let geometry = Winograd {
+                b,
+                tp,
+                c,
+                h,
+                w,
+                o,
+                kt,
+                stride_t: self.stride_t,
+                t_out,
+            };
+            let out = geometry.run(x, wt, &bias, parallelism);
+            return Tensor::from_vec(out, (b, t_out, o, h, w), &Device::Cpu);
+        }
         let mut out = vec![0f32; b * t_out * o * ho * wo];
         let mut stack = vec![0f32; k * plane];
         let mut acc = vec![0f32; o * ho * wp];
@@ -256,6 +274,226 @@ impl CausalConv3d {
         Tensor::from_vec(out, (b, t_out, o, ho, wo), &Device::Cpu)
     }
 }
+
+/// A 3x3 (pad 1, stride 1) spatial convolution of time-tap stacks by Winograd F(2x2, 3x3): each
+/// 2x2 output tile comes from a 4x4 input tile through 16 GEMMs of `[out, C*kt] x [C*kt, tiles]`,
+/// 16 multiplies where direct convolution needs 36. The transforms are the standard
+/// `Y = A^T [(G g G^T) * (B^T d B)] A`.
+struct Winograd {
+    b: usize,
+    tp: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kt: usize,
+    stride_t: usize,
+    t_out: usize,
+}
+
+impl Winograd {
+    fn run(&self, x: &[f32], wt: &[f32], bias: &[f32], parallelism: gemm::Parallelism) -> Vec<f32> {
+        let Winograd {
+            b,
+            tp,
+            c,
+            h,
+            w,
+            o,
+            kt,
+            stride_t,
+            t_out,
+        } = *self;
+        let k = c * kt;
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        let tiles = th * tw;
+        // Zero-bordered stack, padded to whole tiles: rows 2*th + 2, columns 2*tw + 2.
+        let (hp, wp) = (2 * th + 2, 2 * tw + 2);
+        let plane = hp * wp;
+        let threads = candle_core::utils::get_num_threads().max(1);
+
+        // U[i][o][k] = (G g G^T)[i] for each kernel slice g = weight[o, k].
+        let mut u = vec![0f32; 16 * o * k];
+        for oi in 0..o {
+            for ki in 0..k {
+                let g = &wt[(oi * k + ki) * 9..][..9];
+                let mut gg = [[0f32; 3]; 4];
+                for col in 0..3 {
+                    let (a, m, z) = (g[col], g[3 + col], g[6 + col]);
+                    gg[0][col] = a;
+                    gg[1][col] = 0.5 * (a + m + z);
+                    gg[2][col] = 0.5 * (a - m + z);
+                    gg[3][col] = z;
+                }
+                for (r, row) in gg.iter().enumerate() {
+                    let [a, m, z] = *row;
+                    let t = [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z];
+                    for (cidx, v) in t.into_iter().enumerate() {
+                        u[((r * 4 + cidx) * o + oi) * k + ki] = v;
+                    }
+                }
+            }
+        }
+
+        let mut out = vec![0f32; b * t_out * o * h * w];
+        let mut stack = vec![0f32; k * plane];
+        let mut v = vec![0f32; 16 * k * tiles];
+        let mut m = vec![0f32; 16 * o * tiles];
+        for bi in 0..b {
+            for to in 0..t_out {
+                for ci in 0..c {
+                    for dt in 0..kt {
+                        let frame = bi * tp + to * stride_t + dt;
+                        let src = &x[(frame * c + ci) * h * w..][..h * w];
+                        let dst = &mut stack[(ci * kt + dt) * plane..][..plane];
+                        for y in 0..h {
+                            dst[(y + 1) * wp + 1..][..w].copy_from_slice(&src[y * w..][..w]);
+                        }
+                    }
+                }
+                // V[i][k][tile] = (B^T d B)[i], input channels split across threads. The column
+                // step runs on whole rows of the stack, the row step per tile.
+                let per = k.div_ceil(threads);
+                let v_ptr = SendPtr(v.as_mut_ptr());
+                let input_transform = |k0: usize| {
+                    let v_ptr = v_ptr;
+                    let mut t = vec![0f32; 4 * wp];
+                    for ki in k0..(k0 + per).min(k) {
+                        let chan = &stack[ki * plane..][..plane];
+                        for ty in 0..th {
+                            let row = |r: usize| &chan[(2 * ty + r) * wp..][..wp];
+                            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                            let (t0, rest) = t.split_at_mut(wp);
+                            let (t1, rest) = rest.split_at_mut(wp);
+                            let (t2, t3) = rest.split_at_mut(wp);
+                            for j in 0..wp {
+                                t0[j] = r0[j] - r2[j];
+                                t1[j] = r1[j] + r2[j];
+                                t2[j] = r2[j] - r1[j];
+                                t3[j] = r1[j] - r3[j];
+                            }
+                            for (r, tr) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
+                                // SAFETY: rows (r*4+col, ki) of V belong to this thread's channels
+                                // only, and `tw` entries from `ty * tw` stay inside the row.
+                                let out = |col: usize| unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        v_ptr.0.add(((r * 4 + col) * k + ki) * tiles + ty * tw),
+                                        tw,
+                                    )
+                                };
+                                let (o0, o1, o2, o3) = (out(0), out(1), out(2), out(3));
+                                for tx in 0..tw {
+                                    let d = &tr[2 * tx..2 * tx + 4];
+                                    o0[tx] = d[0] - d[2];
+                                    o1[tx] = d[1] + d[2];
+                                    o2[tx] = d[2] - d[1];
+                                    o3[tx] = d[1] - d[3];
+                                }
+                            }
+                        }
+                    }
+                };
+                if threads > 1 && k * plane >= PARALLEL_MIN {
+                    std::thread::scope(|s| {
+                        for k0 in (0..k).step_by(per) {
+                            s.spawn(move || input_transform(k0));
+                        }
+                    });
+                } else {
+                    for k0 in (0..k).step_by(per) {
+                        input_transform(k0);
+                    }
+                }
+                for i in 0..16 {
+                    // SAFETY: M[i] = U[i] x V[i] with row-major operands inside their buffers.
+                    unsafe {
+                        gemm::gemm(
+                            o,
+                            tiles,
+                            k,
+                            m.as_mut_ptr().add(i * o * tiles),
+                            1,
+                            tiles as isize,
+                            false,
+                            u.as_ptr().add(i * o * k),
+                            1,
+                            k as isize,
+                            v.as_ptr().add(i * k * tiles),
+                            1,
+                            tiles as isize,
+                            0f32,
+                            1f32,
+                            false,
+                            false,
+                            false,
+                            parallelism,
+                        );
+                    }
+                }
+                // Y = A^T M A + bias, output channels split across threads; per tile row the
+                // row step runs across all its tiles, then the column step per tile.
+                let frame_out = &mut out[(bi * t_out + to) * o * h * w..][..o * h * w];
+                let rows = o.div_ceil(threads);
+                let m = &m;
+                let output_transform = |t: usize, part: &mut [f32]| {
+                    let mut s_rows = vec![0f32; 8 * tw];
+                    for (r, plane_out) in part.chunks_mut(h * w).enumerate() {
+                        let oi = t * rows + r;
+                        let bias = bias[oi];
+                        for ty in 0..th {
+                            let at = |i: usize| &m[(i * o + oi) * tiles + ty * tw..][..tw];
+                            // s_rows[(dy * 4 + cc) * tw + tx]: A^T applied down the columns.
+                            for cc in 0..4 {
+                                let (m0, m1, m2, m3) =
+                                    (at(cc), at(4 + cc), at(8 + cc), at(12 + cc));
+                                let (lo, hi) = s_rows.split_at_mut(4 * tw);
+                                let s0 = &mut lo[cc * tw..][..tw];
+                                let s1 = &mut hi[cc * tw..][..tw];
+                                for tx in 0..tw {
+                                    s0[tx] = m0[tx] + m1[tx] + m2[tx];
+                                    s1[tx] = m1[tx] - m2[tx] - m3[tx];
+                                }
+                            }
+                            for dy in 0..2 {
+                                let y = 2 * ty + dy;
+                                if y >= h {
+                                    continue;
+                                }
+                                let sr = |cc: usize| &s_rows[(dy * 4 + cc) * tw..][..tw];
+                                let (a, bb, cc, d) = (sr(0), sr(1), sr(2), sr(3));
+                                let out_row = &mut plane_out[y * w..][..w];
+                                for tx in 0..tw {
+                                    out_row[2 * tx] = a[tx] + bb[tx] + cc[tx] + bias;
+                                    if 2 * tx + 1 < w {
+                                        out_row[2 * tx + 1] = bb[tx] - cc[tx] - d[tx] + bias;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                };
+                if threads > 1 && o * h * w >= PARALLEL_MIN {
+                    std::thread::scope(|s| {
+                        for (t, part) in frame_out.chunks_mut(rows * h * w).enumerate() {
+                            s.spawn(move || output_transform(t, part));
+                        }
+                    });
+                } else {
+                    for (t, part) in frame_out.chunks_mut(rows * h * w).enumerate() {
+                        output_transform(t, part);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A raw pointer the Winograd input transform shares across its scoped threads (disjoint writes).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
 fn cpu_f32(storage: &Storage) -> Result<&[f32]> {
     match storage {
@@ -369,8 +607,11 @@ mod tests {
             (4, 6, 3, 3, 1, 1, 1, 1, 2),
             (4, 4, 3, 1, 0, 0, 2, 5, 0),
             (5, 3, 1, 1, 0, 0, 1, 3, 0),
+            // Large enough for the threaded transforms (odd 35x41 frame).
+            (16, 64, 3, 3, 1, 1, 1, 2, 1),
         ];
         for (ci, co, kt, ks, pt, ps, st, frames, hist) in cases {
+            let (h, w) = if ci == 16 { (35, 41) } else { (6, 7) };
             let weight = Tensor::randn(0f32, 1f32, (co, ci, kt, ks, ks), &dev).unwrap();
             let bias = Tensor::randn(0f32, 1f32, (1, co, 1, 1), &dev).unwrap();
             let conv = |dtype| CausalConv3d {
@@ -381,9 +622,9 @@ mod tests {
                 pad_t: 2 * pt,
                 pad_s: ps,
             };
-            let x = Tensor::randn(0f32, 1f32, (2, frames, ci, 6, 7), &dev).unwrap();
+            let x = Tensor::randn(0f32, 1f32, (2, frames, ci, h, w), &dev).unwrap();
             let history =
-                (hist > 0).then(|| Tensor::randn(0f32, 1f32, (2, hist, ci, 6, 7), &dev).unwrap());
+                (hist > 0).then(|| Tensor::randn(0f32, 1f32, (2, hist, ci, h, w), &dev).unwrap());
             let fast = conv(DType::F32).forward(&x, history.as_ref()).unwrap();
             let reference = conv(DType::F64)
                 .forward(
