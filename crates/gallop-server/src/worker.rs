@@ -42,10 +42,11 @@ pub struct WorkerConfig {
     pub sweep_interval: Duration,
     /// Names this process in lease rows; slots append `-N`.
     pub worker_id: String,
-    /// A lock file (e.g. `data-dir/worker.lock`) that marks the one worker process of a data
-    /// directory. The process that gets it knows every running lease is orphaned (the kernel
-    /// drops the lock of a killed process) and requeues those jobs at once instead of waiting
-    /// for their leases to expire. A process that cannot get it only recovers expired leases.
+    /// A lock file that marks the one worker process of a data directory; None uses the
+    /// store's (`data-dir/worker.lock` for SQLite). The process that gets it knows every
+    /// running lease is orphaned (the kernel drops the lock of a killed process) and requeues
+    /// those jobs at once instead of waiting for their leases to expire. A process that cannot
+    /// get it only recovers expired leases.
     pub exclusive_lock: Option<PathBuf>,
 }
 
@@ -96,7 +97,11 @@ impl Worker {
     ) -> Worker {
         let (stop, _) = watch::channel(false);
         let wake = Arc::new(Notify::new());
-        let lock = config.exclusive_lock.as_deref().and_then(take_lock);
+        let lock_path = config
+            .exclusive_lock
+            .clone()
+            .or_else(|| store.worker_lock_path());
+        let lock = lock_path.as_deref().and_then(take_lock);
         let recovered = if lock.is_some() {
             store.recover_orphaned()
         } else {

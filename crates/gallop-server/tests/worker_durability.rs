@@ -46,7 +46,6 @@ fn run_child(dir: &Path) -> ! {
                 concurrency: 1,
                 poll_interval: Duration::from_millis(50),
                 progress_interval: Duration::from_millis(200),
-                exclusive_lock: Some(dir.join("worker.lock")),
                 ..WorkerConfig::default()
             },
         );

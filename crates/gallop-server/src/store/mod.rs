@@ -303,4 +303,13 @@ pub trait JobStore: Send + Sync {
     /// Wakes on every write to a job (the job id); SSE re-reads the row. Lagging receivers
     /// should simply re-read.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String>;
+
+    // ---- process coordination ----
+
+    /// A lock file whose holder is the one worker process of this store (see
+    /// `WorkerConfig::exclusive_lock`), when the backend lives on one machine. None for a shared
+    /// database, where only lease expiry can tell a dead worker.
+    fn worker_lock_path(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }

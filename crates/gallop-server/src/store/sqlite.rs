@@ -644,6 +644,10 @@ impl JobStore for SqliteStore {
     fn subscribe(&self) -> broadcast::Receiver<String> {
         self.events.subscribe()
     }
+
+    fn worker_lock_path(&self) -> Option<PathBuf> {
+        self.path.parent().map(|dir| dir.join("worker.lock"))
+    }
 }
 
 /// Expired leases: a job whose cancel was requested ends cancelled; otherwise back to the queue
