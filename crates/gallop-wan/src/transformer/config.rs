@@ -139,12 +139,12 @@ impl TransformerConfig {
             "num_attention_heads must be positive"
         );
         ensure!(
-            self.attention_head_dim >= 6 && self.attention_head_dim % 2 == 0,
+            self.attention_head_dim >= 6 && self.attention_head_dim.is_multiple_of(2),
             "attention_head_dim must be even and at least 6 (RoPE splits it over t, h, w), got {}",
             self.attention_head_dim
         );
         ensure!(
-            self.freq_dim > 0 && self.freq_dim % 2 == 0,
+            self.freq_dim > 0 && self.freq_dim.is_multiple_of(2),
             "freq_dim must be positive and even, got {}",
             self.freq_dim
         );
