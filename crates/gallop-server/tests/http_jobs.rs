@@ -16,7 +16,8 @@ async fn queued_run_goes_queued_running_with_progress_completed() {
     let server = TestServer::start().await;
     let body = json!({
         "model": "alibaba/hh1-i2v",
-        "input": { "image": images.rap(), "duration": 5, "seed": 7 },
+        // Long enough (about 2 s or more) to see a progress write, which comes once a second.
+        "input": { "image": images.rap(), "duration": 10, "seed": 7 },
         "queueRequest": true
     });
     // queueRequest in the body answers at once.
@@ -37,8 +38,8 @@ async fn queued_run_goes_queued_running_with_progress_completed() {
         if state == "Running" {
             let step = answer["progress"]["step"].as_u64().unwrap();
             if step > 0 {
-                // One step per output frame: 5 s at 24 fps.
-                assert_eq!(answer["progress"]["total"], 120, "{answer}");
+                // One step per output frame: 10 s at 24 fps.
+                assert_eq!(answer["progress"]["total"], 240, "{answer}");
             }
             best_progress = best_progress.max(step);
         }
@@ -115,7 +116,8 @@ async fn events_stream_progress_and_the_final_state_and_resume() {
     let images = ImageServer::start().await;
     let server = TestServer::start().await;
     let mut body = quick_i2v(&images.rap());
-    body["input"]["duration"] = json!(5);
+    // Long enough to see progress written (once a second) before the end.
+    body["input"]["duration"] = json!(10);
     let id = server.queue(&body).await;
 
     let response = server
