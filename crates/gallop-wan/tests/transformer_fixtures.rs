@@ -105,6 +105,19 @@ fn tiled_online_softmax_attention_matches_diffusers() {
     }
 }
 
+/// The FFN in chunks of 7 token rows (ragged last chunk, across the batch) changes nothing.
+#[test]
+fn ffn_in_row_chunks_matches_diffusers() {
+    for case in ["t2v", "ti2v_per_token"] {
+        let dir = case_dir(case);
+        let model = WanTransformer::load(&dir, DType::F32, &Device::Cpu)
+            .unwrap()
+            .with_ffn_rows(7);
+        let inputs = inputs_from_tensors(load(&dir.join("inputs.safetensors"))).unwrap();
+        assert_close(case, &model.forward(&inputs).unwrap(), &expected(case), TOL);
+    }
+}
+
 /// The path the CLI takes: `gallop debug forward --component transformer`.
 #[test]
 fn debug_forward_writes_the_diffusers_sample() {

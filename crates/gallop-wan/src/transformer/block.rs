@@ -184,6 +184,24 @@ pub struct BlockContext<'a> {
     pub timestep_proj: &'a Tensor,
     pub rope: &'a (Tensor, Tensor),
     pub tiling: AttentionTiling,
+    /// Most tokens per FFN pass: its hidden layer is ffn_dim wide, the largest activation.
+    pub ffn_rows: usize,
+}
+
+/// The FFN over [b, s, dim] a bounded number of token rows at a time (rows are independent).
+fn ffn_in_row_chunks(ffn: &FeedForward, x: &Tensor, max_rows: usize) -> Result<Tensor> {
+    let (b, s, dim) = x.dims3()?;
+    let rows = b * s;
+    let max_rows = max_rows.max(1);
+    if rows <= max_rows {
+        return ffn.forward(x);
+    }
+    let flat = x.reshape((rows, dim))?;
+    let chunks = (0..rows)
+        .step_by(max_rows)
+        .map(|r0| ffn.forward(&flat.narrow(0, r0, max_rows.min(rows - r0))?))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&chunks, 0)?.reshape((b, s, ()))
 }
 
 impl Block {
@@ -222,7 +240,7 @@ impl Block {
         let x = (&x + self.attn2.cross_attention(&h, ctx.context, ctx.tiling)?)?;
 
         let h = modulate(&self.norm3, &x, &m.c_scale_plus_one, &m.c_shift)?;
-        let h = self.ffn.forward(&h)?;
+        let h = ffn_in_row_chunks(&self.ffn, &h, ctx.ffn_rows)?;
         gated_residual(&x, &h, &m.c_gate)
     }
 }
