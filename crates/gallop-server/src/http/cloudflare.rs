@@ -52,9 +52,10 @@ pub async fn run(
         }))
         .into_response());
     }
+    let waiting = std::time::Instant::now();
     let job = state.wait_for_end(job, state.sync_wait).await?;
     if !job.status.is_terminal() {
-        return Err(ApiError::sync_timeout(&job.id, state.sync_wait.as_secs()));
+        return Err(ApiError::sync_timeout(&job.id, waiting.elapsed().as_secs()));
     }
     let extras = state.extras(&job).await?;
     Ok(Json(cloudflare_state(&job, &extras)).into_response())
@@ -84,6 +85,7 @@ pub async fn run_classic(
             "model": job.model,
         })));
     }
+    let waiting = std::time::Instant::now();
     let job = state.wait_for_end(job, state.sync_wait).await?;
     match job.status {
         JobStatus::Completed => {
@@ -92,7 +94,7 @@ pub async fn run_classic(
         }
         JobStatus::Failed | JobStatus::Cancelled => Err(failed_job_error(&job)),
         JobStatus::Queued | JobStatus::Running => {
-            Err(ApiError::sync_timeout(&job.id, state.sync_wait.as_secs()))
+            Err(ApiError::sync_timeout(&job.id, waiting.elapsed().as_secs()))
         }
     }
 }

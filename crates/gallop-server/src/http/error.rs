@@ -110,13 +110,14 @@ impl ApiError {
         )
     }
 
-    /// The synchronous wait ran out; the job goes on and can be polled by its id.
+    /// The synchronous wait ran out (or the server is shutting down); the job goes on and can
+    /// be polled by its id.
     pub fn sync_timeout(request_id: &str, waited_secs: u64) -> Self {
         let mut e = Self::new(
             StatusCode::REQUEST_TIMEOUT,
             code::TIMEOUT,
             format!(
-                "Timed out after {waited_secs} s waiting for the video; the job goes on: \
+                "Request timeout: the video was not ready after {waited_secs} s; the job goes on: \
                  poll it with {{\"request_id\": \"{request_id}\"}}"
             ),
         );
