@@ -118,6 +118,31 @@ fn ffn_in_row_chunks_matches_diffusers() {
     }
 }
 
+/// Checkpoints ship bf16 weights: they load converted to f32. The only difference left is the
+/// weights' own bf16 rounding (2^-9 relative), so the bound is looser than the f32 cases.
+#[test]
+fn bf16_weights_load_as_f32() {
+    let src = case_dir("t2v");
+    let dir = tempdir().join("t2v-bf16");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let weights: HashMap<String, Tensor> = load(&src.join("diffusion_pytorch_model.safetensors"))
+        .into_iter()
+        .map(|(k, v)| (k, v.to_dtype(DType::BF16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&weights, dir.join("diffusion_pytorch_model.safetensors"))
+        .unwrap();
+    let model = WanTransformer::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let inputs = inputs_from_tensors(load(&src.join("inputs.safetensors"))).unwrap();
+    let sample = model.forward(&inputs).unwrap();
+    assert_eq!(sample.dtype(), DType::F32);
+    let err = gallop_wan::testing::relative_error(&sample, &expected("t2v")).unwrap();
+    assert!(
+        err > 0.0 && err < 2e-2,
+        "bf16 weights: relative error {err:e}"
+    );
+}
+
 /// The path the CLI takes: `gallop debug forward --component transformer`.
 #[test]
 fn debug_forward_writes_the_diffusers_sample() {
