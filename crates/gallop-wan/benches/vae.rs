@@ -2,7 +2,7 @@
 //!
 //! cargo bench -p gallop-wan --bench vae --no-run, then run the printed binary:
 //!   RAYON_NUM_THREADS=2 /usr/bin/time -v target/release/deps/vae-* \
-//!     --model-dir /tmp/vae-bench/wan21 --latent 16,2,16,16 [--tiled] [--encode] [--repeat 3]
+//!     --model-dir /tmp/vae-bench/wan21 --latent 16,2,16,16 [--tiled | --tile PX] [--encode] [--repeat 3]
 //! The model folder comes from `benches/vae_diffusers.py`, which times diffusers on the same
 //! weights and shapes. Prints the seconds of each run (loading excluded).
 
@@ -18,6 +18,8 @@ struct Args {
     /// `z, T, h, w` of the latents.
     latent: Vec<usize>,
     tiled: bool,
+    /// Tile size in pixels (stride 3/4 of it); implies `--tiled`.
+    tile: Option<usize>,
     encode: bool,
     repeat: usize,
 }
@@ -27,6 +29,7 @@ fn parse_args() -> anyhow::Result<Args> {
         model_dir: PathBuf::from("/tmp/vae-bench/wan21"),
         latent: vec![16, 2, 16, 16],
         tiled: false,
+        tile: None,
         encode: false,
         repeat: 1,
     };
@@ -40,6 +43,10 @@ fn parse_args() -> anyhow::Result<Args> {
                 anyhow::ensure!(args.latent.len() == 4, "--latent must be z,T,h,w");
             }
             "--tiled" => args.tiled = true,
+            "--tile" => {
+                args.tile = Some(it.next().context("--tile PX")?.parse()?);
+                args.tiled = true;
+            }
             "--encode" => args.encode = true,
             "--repeat" => args.repeat = it.next().context("--repeat N")?.parse()?,
             "--bench" => {} // passed by `cargo bench`
@@ -61,7 +68,15 @@ fn main() -> anyhow::Result<()> {
         args.latent[2],
         args.latent[3],
     );
-    let tiles = args.tiled.then(TileConfig::default);
+    let tiles = match args.tile {
+        Some(px) => Some(TileConfig {
+            min_height: px,
+            min_width: px,
+            stride_height: px * 3 / 4,
+            stride_width: px * 3 / 4,
+        }),
+        None => args.tiled.then(TileConfig::default),
+    };
     let s = vae.config().scale_factor_spatial;
     for run in 0..args.repeat {
         let start = Instant::now();
