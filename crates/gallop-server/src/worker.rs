@@ -210,8 +210,8 @@ async fn slot_loop(shared: Arc<Shared>, worker_id: String, mut stop: watch::Rece
 }
 
 /// Any job write (a submit among them) wakes idle slots; a write that ended a job (here or
-/// through a cancel of a queued job) deletes its uploaded inputs. Inputs an overflowed
-/// channel made us miss are left to the upload sweeper.
+/// through a cancel of a queued job) deletes its uploaded inputs and the inline (`data:`) ones
+/// in its row. Uploads an overflowed channel made us miss are left to the upload sweeper.
 async fn wake_on_events(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     use tokio::sync::broadcast::error::RecvError;
     let mut events = shared.store.subscribe();
@@ -233,6 +233,13 @@ async fn wake_on_events(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             && job.status.is_terminal()
         {
             delete_uploads(&shared.storage, &job.account, &job.request).await;
+            // Changes the row only once (the next event finds nothing inline), so no loop.
+            let store = shared.store.clone();
+            match tokio::task::spawn_blocking(move || store.forget_inputs(&job.id)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("forgetting inline inputs: {e}"),
+                Err(e) => tracing::warn!("forgetting inline inputs panicked: {e}"),
+            }
         }
     }
 }
@@ -267,7 +274,11 @@ pub async fn sweep_once(
     for job_id in expired {
         storage.delete_job_results(&job_id).await?;
         let s = store.clone();
-        tokio::task::spawn_blocking(move || s.forget_result(&job_id)).await??;
+        tokio::task::spawn_blocking(move || {
+            s.forget_inputs(&job_id)?;
+            s.forget_result(&job_id)
+        })
+        .await??;
         deleted += 1;
     }
     storage

@@ -607,3 +607,42 @@ fn recover_orphaned_requeues_running_jobs_whose_leases_have_not_expired() {
     assert_eq!(store.progress(&c.lease, 1, 2).unwrap(), LeaseState::Lost);
     assert_eq!(store.claim("new").unwrap().unwrap().lease.attempt, 2);
 }
+
+#[test]
+fn inline_inputs_are_forgotten_only_once_the_job_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, config());
+    let job = NewJob {
+        request: json!({"images": ["data:image/png;base64,AAAA", "https://example.com/a.png"]}),
+        ..new_job("acme")
+    };
+    let id = submit(&store, job);
+    assert!(
+        !store.forget_inputs(&id).unwrap(),
+        "queued jobs keep their inputs"
+    );
+    let c = store.claim("w").unwrap().unwrap();
+    assert!(
+        !store.forget_inputs(&id).unwrap(),
+        "running jobs keep their inputs"
+    );
+    assert_eq!(
+        store.get(&id).unwrap().unwrap().request["images"][0],
+        "data:image/png;base64,AAAA"
+    );
+    store.complete(&c.lease, "k").unwrap();
+    assert!(store.forget_inputs(&id).unwrap());
+    let request = store.get(&id).unwrap().unwrap().request;
+    assert_eq!(
+        request["images"],
+        json!([
+            gallop_server::store::DELETED_INLINE_INPUT,
+            "https://example.com/a.png"
+        ])
+    );
+    assert!(
+        !store.forget_inputs(&id).unwrap(),
+        "second call changes nothing"
+    );
+    assert!(!store.forget_inputs("no-such-job").unwrap());
+}

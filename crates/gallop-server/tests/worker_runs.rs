@@ -136,6 +136,17 @@ async fn a_job_completes_with_a_decodable_mp4_stored_under_its_attempt() {
     let job = wait_for(&s.store, &id, Duration::from_secs(120), ended).await;
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     assert_eq!(job.seed, Some(1234));
+    // The inline image does not outlive the job.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.store.get(&id).unwrap().unwrap().request["images"][0]
+        != gallop_server::store::DELETED_INLINE_INPUT
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the data: input outlived its job"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(job.engine.as_ref().unwrap()["engine"], "preview");
     assert_eq!(job.attempt, 1);
     let key = job.result_key.clone().unwrap();

@@ -68,6 +68,9 @@ pub mod error_code {
     pub const INTERNAL: &str = "internal";
 }
 
+/// What an inline image uri of an ended job's request becomes.
+pub const DELETED_INLINE_INPUT: &str = "data:,deleted%20when%20the%20job%20ended";
+
 /// One job row as the store holds it. Times are unix milliseconds from the database clock.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
@@ -290,6 +293,10 @@ pub trait JobStore: Send + Sync {
     fn expired_results(&self, age_ms: i64, limit: u32) -> StoreResult<Vec<String>>;
     /// Marks a job's results as deleted (`result_key` becomes None).
     fn forget_result(&self, job_id: &str) -> StoreResult<()>;
+    /// Once a job has ended, replaces the inline (`data:`) image uris of its stored request with
+    /// [`DELETED_INLINE_INPUT`]: inputs do not outlive their job. True if it changed the row
+    /// (false for a job still queued or running, or with nothing inline left).
+    fn forget_inputs(&self, job_id: &str) -> StoreResult<bool>;
 
     // ---- tokens ----
 

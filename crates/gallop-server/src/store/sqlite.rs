@@ -611,6 +611,44 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    fn forget_inputs(&self, job_id: &str) -> StoreResult<bool> {
+        let changed = self.with_tx(TransactionBehavior::Immediate, |tx| {
+            let Some(job) = get_job(tx, job_id)? else {
+                return Ok(false);
+            };
+            if !job.status.is_terminal() {
+                return Ok(false);
+            }
+            let mut request = job.request;
+            let mut changed = false;
+            if let Some(images) = request.get_mut("images").and_then(|v| v.as_array_mut()) {
+                for image in images {
+                    let inline = image
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("data:") && s != DELETED_INLINE_INPUT);
+                    if inline {
+                        *image = serde_json::Value::from(DELETED_INLINE_INPUT);
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                tx.execute(
+                    &format!(
+                        "UPDATE jobs SET request = ?2, version = version + 1, updated_ms = {NOW} \
+                         WHERE id = ?1"
+                    ),
+                    params![job_id, request.to_string()],
+                )?;
+            }
+            Ok(changed)
+        })?;
+        if changed {
+            self.notify(job_id);
+        }
+        Ok(changed)
+    }
+
     fn create_token(&self, account: &str) -> StoreResult<String> {
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
