@@ -85,11 +85,17 @@ fn whole_render(req: &GenerationRequest, images: &[RgbImage]) -> f64 {
 }
 
 fn main() {
-    let i2v = request(ModelId::HhI2v, "Camera orbits slowly around the subject", 1);
+    let push_in = request(ModelId::HhI2v, "A gentle camera push-in on the scene", 1);
+    let orbit = request(ModelId::HhI2v, "Camera orbits slowly around the subject", 1);
     let one = vec![scene(1920, 1080)];
     let r2v = request(ModelId::HhR2v, "image 1 meets image 2 in image 3", 3);
     let three = vec![scene(1024, 1024), scene(1600, 900), scene(900, 1200)];
-    for (name, req, images) in [("i2v", &i2v, &one), ("r2v 3 shots", &r2v, &three)] {
+    let cases = [
+        ("i2v push-in", &push_in, &one),
+        ("i2v orbit (rolled view)", &orbit, &one),
+        ("r2v 3 shots", &r2v, &three),
+    ];
+    for (name, req, images) in cases {
         let engine: Vec<f64> = (0..RUNS).map(|_| engine_only(req, images)).collect();
         let whole: Vec<f64> = (0..RUNS).map(|_| whole_render(req, images)).collect();
         println!(
