@@ -1,7 +1,7 @@
 //! The 3D encoder and decoder stacks of `AutoencoderKLWan` (Wan2.1 plain blocks, Wan2.2 residual
 //! up/down blocks), one chunk of frames per call with the feature cache carrying the past.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::VaeConfig;

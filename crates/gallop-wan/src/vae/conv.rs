@@ -10,6 +10,9 @@ use candle_nn::VarBuilder;
 /// Frames of history a causal conv keeps between chunks (its kernel is at most 3 deep).
 const CACHE_T: usize = 2;
 
+/// Floats in each Winograd transform buffer (a band of tile rows); bounds its memory at 64 MB.
+const WINOGRAD_BAND: usize = 1 << 24;
+
 /// Elements below which a pass runs on the calling thread (spawning would cost more).
 pub(crate) const PARALLEL_MIN: usize = 1 << 16;
 
@@ -210,6 +213,7 @@ impl CausalConv3d {
                 kt,
                 stride_t: self.stride_t,
                 t_out,
+                band_floats: WINOGRAD_BAND,
             };
             let out = geometry.run(x, wt, &bias, parallelism);
             return Tensor::from_vec(out, (b, t_out, o, h, w), &Device::Cpu);
@@ -289,11 +293,14 @@ struct Winograd {
     kt: usize,
     stride_t: usize,
     t_out: usize,
+    /// Floats per transform buffer (see [`WINOGRAD_BAND`]).
+    band_floats: usize,
 }
 
 impl Winograd {
     fn run(&self, x: &[f32], wt: &[f32], bias: &[f32], parallelism: gemm::Parallelism) -> Vec<f32> {
         let Winograd {
+            band_floats: _,
             b,
             tp,
             c,
@@ -306,7 +313,6 @@ impl Winograd {
         } = *self;
         let k = c * kt;
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-        let tiles = th * tw;
         // Zero-bordered stack, padded to whole tiles: rows 2*th + 2, columns 2*tw + 2.
         let (hp, wp) = (2 * th + 2, 2 * tw + 2);
         let plane = hp * wp;
@@ -337,8 +343,9 @@ impl Winograd {
 
         let mut out = vec![0f32; b * t_out * o * h * w];
         let mut stack = vec![0f32; k * plane];
-        let mut v = vec![0f32; 16 * k * tiles];
-        let mut m = vec![0f32; 16 * o * tiles];
+        let band_rows = (self.band_floats / (16 * k.max(o) * tw).max(1)).clamp(1, th);
+        let mut v = vec![0f32; 16 * k * band_rows * tw];
+        let mut m = vec![0f32; 16 * o * band_rows * tw];
         for bi in 0..b {
             for to in 0..t_out {
                 for ci in 0..c {
@@ -351,136 +358,144 @@ impl Winograd {
                         }
                     }
                 }
-                // V[i][k][tile] = (B^T d B)[i], input channels split across threads. The column
-                // step runs on whole rows of the stack, the row step per tile.
-                let per = k.div_ceil(threads);
-                let v_ptr = SendPtr(v.as_mut_ptr());
-                let input_transform = |k0: usize| {
-                    let v_ptr = v_ptr;
-                    let mut t = vec![0f32; 4 * wp];
-                    for ki in k0..(k0 + per).min(k) {
-                        let chan = &stack[ki * plane..][..plane];
-                        for ty in 0..th {
-                            let row = |r: usize| &chan[(2 * ty + r) * wp..][..wp];
-                            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-                            let (t0, rest) = t.split_at_mut(wp);
-                            let (t1, rest) = rest.split_at_mut(wp);
-                            let (t2, t3) = rest.split_at_mut(wp);
-                            for j in 0..wp {
-                                t0[j] = r0[j] - r2[j];
-                                t1[j] = r1[j] + r2[j];
-                                t2[j] = r2[j] - r1[j];
-                                t3[j] = r1[j] - r3[j];
-                            }
-                            for (r, tr) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
-                                // SAFETY: rows (r*4+col, ki) of V belong to this thread's channels
-                                // only, and `tw` entries from `ty * tw` stay inside the row.
-                                let out = |col: usize| unsafe {
-                                    std::slice::from_raw_parts_mut(
-                                        v_ptr.0.add(((r * 4 + col) * k + ki) * tiles + ty * tw),
-                                        tw,
-                                    )
-                                };
-                                let (o0, o1, o2, o3) = (out(0), out(1), out(2), out(3));
-                                for tx in 0..tw {
-                                    let d = &tr[2 * tx..2 * tx + 4];
-                                    o0[tx] = d[0] - d[2];
-                                    o1[tx] = d[1] + d[2];
-                                    o2[tx] = d[2] - d[1];
-                                    o3[tx] = d[1] - d[3];
+                // Bands of tile rows bound the transformed buffers (V, M) at any frame size.
+                for ty0 in (0..th).step_by(band_rows) {
+                    let ty1 = (ty0 + band_rows).min(th);
+                    let band = (ty1 - ty0) * tw;
+                    // V[i][k][tile] = (B^T d B)[i], input channels split across threads. The column
+                    // step runs on whole rows of the stack, the row step per tile.
+                    let per = k.div_ceil(threads);
+                    let v_ptr = SendPtr(v.as_mut_ptr());
+                    let input_transform = |k0: usize| {
+                        let v_ptr = v_ptr;
+                        let mut t = vec![0f32; 4 * wp];
+                        for ki in k0..(k0 + per).min(k) {
+                            let chan = &stack[ki * plane..][..plane];
+                            for ty in ty0..ty1 {
+                                let row = |r: usize| &chan[(2 * ty + r) * wp..][..wp];
+                                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                                let (t0, rest) = t.split_at_mut(wp);
+                                let (t1, rest) = rest.split_at_mut(wp);
+                                let (t2, t3) = rest.split_at_mut(wp);
+                                for j in 0..wp {
+                                    t0[j] = r0[j] - r2[j];
+                                    t1[j] = r1[j] + r2[j];
+                                    t2[j] = r2[j] - r1[j];
+                                    t3[j] = r1[j] - r3[j];
                                 }
-                            }
-                        }
-                    }
-                };
-                if threads > 1 && k * plane >= PARALLEL_MIN {
-                    std::thread::scope(|s| {
-                        for k0 in (0..k).step_by(per) {
-                            s.spawn(move || input_transform(k0));
-                        }
-                    });
-                } else {
-                    for k0 in (0..k).step_by(per) {
-                        input_transform(k0);
-                    }
-                }
-                for i in 0..16 {
-                    // SAFETY: M[i] = U[i] x V[i] with row-major operands inside their buffers.
-                    unsafe {
-                        gemm::gemm(
-                            o,
-                            tiles,
-                            k,
-                            m.as_mut_ptr().add(i * o * tiles),
-                            1,
-                            tiles as isize,
-                            false,
-                            u.as_ptr().add(i * o * k),
-                            1,
-                            k as isize,
-                            v.as_ptr().add(i * k * tiles),
-                            1,
-                            tiles as isize,
-                            0f32,
-                            1f32,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                    }
-                }
-                // Y = A^T M A + bias, output channels split across threads; per tile row the
-                // row step runs across all its tiles, then the column step per tile.
-                let frame_out = &mut out[(bi * t_out + to) * o * h * w..][..o * h * w];
-                let rows = o.div_ceil(threads);
-                let m = &m;
-                let output_transform = |t: usize, part: &mut [f32]| {
-                    let mut s_rows = vec![0f32; 8 * tw];
-                    for (r, plane_out) in part.chunks_mut(h * w).enumerate() {
-                        let oi = t * rows + r;
-                        let bias = bias[oi];
-                        for ty in 0..th {
-                            let at = |i: usize| &m[(i * o + oi) * tiles + ty * tw..][..tw];
-                            // s_rows[(dy * 4 + cc) * tw + tx]: A^T applied down the columns.
-                            for cc in 0..4 {
-                                let (m0, m1, m2, m3) =
-                                    (at(cc), at(4 + cc), at(8 + cc), at(12 + cc));
-                                let (lo, hi) = s_rows.split_at_mut(4 * tw);
-                                let s0 = &mut lo[cc * tw..][..tw];
-                                let s1 = &mut hi[cc * tw..][..tw];
-                                for tx in 0..tw {
-                                    s0[tx] = m0[tx] + m1[tx] + m2[tx];
-                                    s1[tx] = m1[tx] - m2[tx] - m3[tx];
-                                }
-                            }
-                            for dy in 0..2 {
-                                let y = 2 * ty + dy;
-                                if y >= h {
-                                    continue;
-                                }
-                                let sr = |cc: usize| &s_rows[(dy * 4 + cc) * tw..][..tw];
-                                let (a, bb, cc, d) = (sr(0), sr(1), sr(2), sr(3));
-                                let out_row = &mut plane_out[y * w..][..w];
-                                for tx in 0..tw {
-                                    out_row[2 * tx] = a[tx] + bb[tx] + cc[tx] + bias;
-                                    if 2 * tx + 1 < w {
-                                        out_row[2 * tx + 1] = bb[tx] - cc[tx] - d[tx] + bias;
+                                for (r, tr) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
+                                    // SAFETY: rows (r*4+col, ki) of V belong to this thread's channels
+                                    // only, and `tw` entries from `ty * tw` stay inside the row.
+                                    let out = |col: usize| unsafe {
+                                        std::slice::from_raw_parts_mut(
+                                            v_ptr.0.add(
+                                                ((r * 4 + col) * k + ki) * band + (ty - ty0) * tw,
+                                            ),
+                                            tw,
+                                        )
+                                    };
+                                    let (o0, o1, o2, o3) = (out(0), out(1), out(2), out(3));
+                                    for tx in 0..tw {
+                                        let d = &tr[2 * tx..2 * tx + 4];
+                                        o0[tx] = d[0] - d[2];
+                                        o1[tx] = d[1] + d[2];
+                                        o2[tx] = d[2] - d[1];
+                                        o3[tx] = d[1] - d[3];
                                     }
                                 }
                             }
                         }
-                    }
-                };
-                if threads > 1 && o * h * w >= PARALLEL_MIN {
-                    std::thread::scope(|s| {
-                        for (t, part) in frame_out.chunks_mut(rows * h * w).enumerate() {
-                            s.spawn(move || output_transform(t, part));
+                    };
+                    if threads > 1 && k * plane >= PARALLEL_MIN {
+                        std::thread::scope(|s| {
+                            for k0 in (0..k).step_by(per) {
+                                s.spawn(move || input_transform(k0));
+                            }
+                        });
+                    } else {
+                        for k0 in (0..k).step_by(per) {
+                            input_transform(k0);
                         }
-                    });
-                } else {
-                    for (t, part) in frame_out.chunks_mut(rows * h * w).enumerate() {
-                        output_transform(t, part);
+                    }
+                    for i in 0..16 {
+                        // SAFETY: M[i] = U[i] x V[i] with row-major operands inside their buffers.
+                        unsafe {
+                            gemm::gemm(
+                                o,
+                                band,
+                                k,
+                                m.as_mut_ptr().add(i * o * band),
+                                1,
+                                band as isize,
+                                false,
+                                u.as_ptr().add(i * o * k),
+                                1,
+                                k as isize,
+                                v.as_ptr().add(i * k * band),
+                                1,
+                                band as isize,
+                                0f32,
+                                1f32,
+                                false,
+                                false,
+                                false,
+                                parallelism,
+                            );
+                        }
+                    }
+                    // Y = A^T M A + bias, output channels split across threads; per tile row the
+                    // row step runs across all its tiles, then the column step per tile.
+                    let frame_out = &mut out[(bi * t_out + to) * o * h * w..][..o * h * w];
+                    let rows = o.div_ceil(threads);
+                    let m = &m;
+                    let output_transform = |t: usize, part: &mut [f32]| {
+                        let mut s_rows = vec![0f32; 8 * tw];
+                        for (r, plane_out) in part.chunks_mut(h * w).enumerate() {
+                            let oi = t * rows + r;
+                            let bias = bias[oi];
+                            for ty in ty0..ty1 {
+                                let at =
+                                    |i: usize| &m[(i * o + oi) * band + (ty - ty0) * tw..][..tw];
+                                // s_rows[(dy * 4 + cc) * tw + tx]: A^T applied down the columns.
+                                for cc in 0..4 {
+                                    let (m0, m1, m2, m3) =
+                                        (at(cc), at(4 + cc), at(8 + cc), at(12 + cc));
+                                    let (lo, hi) = s_rows.split_at_mut(4 * tw);
+                                    let s0 = &mut lo[cc * tw..][..tw];
+                                    let s1 = &mut hi[cc * tw..][..tw];
+                                    for tx in 0..tw {
+                                        s0[tx] = m0[tx] + m1[tx] + m2[tx];
+                                        s1[tx] = m1[tx] - m2[tx] - m3[tx];
+                                    }
+                                }
+                                for dy in 0..2 {
+                                    let y = 2 * ty + dy;
+                                    if y >= h {
+                                        continue;
+                                    }
+                                    let sr = |cc: usize| &s_rows[(dy * 4 + cc) * tw..][..tw];
+                                    let (a, bb, cc, d) = (sr(0), sr(1), sr(2), sr(3));
+                                    let out_row = &mut plane_out[y * w..][..w];
+                                    for tx in 0..tw {
+                                        out_row[2 * tx] = a[tx] + bb[tx] + cc[tx] + bias;
+                                        if 2 * tx + 1 < w {
+                                            out_row[2 * tx + 1] = bb[tx] - cc[tx] - d[tx] + bias;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    if threads > 1 && o * h * w >= PARALLEL_MIN {
+                        std::thread::scope(|s| {
+                            for (t, part) in frame_out.chunks_mut(rows * h * w).enumerate() {
+                                s.spawn(move || output_transform(t, part));
+                            }
+                        });
+                    } else {
+                        for (t, part) in frame_out.chunks_mut(rows * h * w).enumerate() {
+                            output_transform(t, part);
+                        }
                     }
                 }
             }
@@ -595,6 +610,48 @@ pub(crate) fn channel_dim(x: &Tensor) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Winograd in bands of one tile row equals one band over the whole frame.
+    #[test]
+    fn winograd_bands_match_whole_frame() {
+        let dev = Device::Cpu;
+        let (b, tp, c, h, w, o, kt) = (1, 4, 5, 13, 11, 6, 3);
+        let x = Tensor::randn(0f32, 1f32, b * tp * c * h * w, &dev)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let wt = Tensor::randn(0f32, 1f32, o * c * kt * 9, &dev)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let bias = Tensor::randn(0f32, 1f32, o, &dev)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let run = |band_floats| {
+            let g = Winograd {
+                b,
+                tp,
+                c,
+                h,
+                w,
+                o,
+                kt,
+                stride_t: 1,
+                t_out: 2,
+                band_floats,
+            };
+            g.run(&x, &wt, &bias, gemm::Parallelism::None)
+        };
+        let (banded, whole) = (run(1), run(usize::MAX / 2));
+        let err = banded
+            .iter()
+            .zip(&whole)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-5, "max abs difference {err:e}");
+        assert!(whole.iter().any(|v| v.abs() > 0.1), "all-zero output");
+    }
 
     /// The CPU f32 implicit-GEMM path equals the conv2d path (taken for f64) on odd sizes,
     /// batch 2, a cache, a time stride and a 1x1 kernel.
