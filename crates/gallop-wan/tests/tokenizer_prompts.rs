@@ -37,7 +37,9 @@ fn tokenizer_pads_truncates_and_ends_with_eos_like_transformers() {
     let tokenizer = PromptTokenizer::from_path(&fixture("tokenizer"), max_length).unwrap();
     for case in cases["prompts"].as_array().unwrap() {
         let clean = case["clean"].as_str().unwrap().to_string();
-        let t = tokenizer.tokenize(&[clean.clone()], &Device::Cpu).unwrap();
+        let t = tokenizer
+            .tokenize(std::slice::from_ref(&clean), &Device::Cpu)
+            .unwrap();
         let ids: Vec<u32> = t.input_ids.squeeze(0).unwrap().to_vec1().unwrap();
         let mask: Vec<u32> = t.attention_mask.squeeze(0).unwrap().to_vec1().unwrap();
         let want = |k: &str| -> Vec<u32> {

@@ -54,13 +54,14 @@ impl ClipVisionConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         ensure!(
-            self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads == 0,
+            self.num_attention_heads > 0
+                && self.hidden_size.is_multiple_of(self.num_attention_heads),
             "image encoder config: hidden_size {} must be a multiple of num_attention_heads {}",
             self.hidden_size,
             self.num_attention_heads
         );
         ensure!(
-            self.patch_size > 0 && self.image_size % self.patch_size == 0,
+            self.patch_size > 0 && self.image_size.is_multiple_of(self.patch_size),
             "image encoder config: image_size {} must be a multiple of patch_size {}",
             self.image_size,
             self.patch_size

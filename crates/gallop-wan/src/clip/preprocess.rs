@@ -26,7 +26,8 @@ pub struct ProcessorConfig {
 }
 
 impl Default for ProcessorConfig {
-    /// transformers' CLIP defaults (OpenAI mean and std, 224).
+    /// transformers' CLIP defaults (OpenAI mean and std, 224), digits as transformers writes them.
+    #[allow(clippy::excessive_precision)]
     fn default() -> Self {
         Self {
             do_resize: true,
@@ -37,8 +38,8 @@ impl Default for ProcessorConfig {
             do_rescale: true,
             rescale_factor: 1.0 / 255.0,
             do_normalize: true,
-            image_mean: vec![0.481_454_66, 0.457_827_5, 0.408_210_73],
-            image_std: vec![0.268_629_54, 0.261_302_58, 0.275_777_1],
+            image_mean: vec![0.48145466, 0.4578275, 0.40821073],
+            image_std: vec![0.26862954, 0.26130258, 0.27577711],
         }
     }
 }

@@ -84,7 +84,7 @@ impl FlowMatchEulerScheduler {
         let train = config.num_train_timesteps as f32;
         let shift = config.shift as f32;
         let shift32 = |s: f32| shift * s / (1.0 + (shift - 1.0) * s);
-        let sigma_max = shift32(train / train) as f64;
+        let sigma_max = shift32(1.0) as f64; // t/T at t = T
         let sigma_min = shift32(1.0 / train) as f64;
         Ok(Self {
             config,
