@@ -2,6 +2,7 @@
 
 mod debug;
 mod generate;
+mod models;
 mod serve;
 mod token;
 
@@ -24,6 +25,8 @@ enum Command {
     Serve(serve::Args),
     /// Generate one video from the command line.
     Generate(generate::Args),
+    /// Download checkpoints from the Hugging Face Hub.
+    Models(models::Args),
     /// Manage API tokens.
     Token(token::Args),
     /// Developer tools: run one model component on tensors from a file.
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Token(a) => token::run(a),
+        Command::Models(a) => models::run(a),
         Command::Debug(a) => debug::run(a),
     };
     match result {

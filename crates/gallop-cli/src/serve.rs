@@ -33,6 +33,16 @@ pub struct Args {
     /// Queued jobs accepted before new ones get 429 (code 3040).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     queue_limit: u32,
+    /// A Wan checkpoint in the diffusers layout that serves the models its pipeline supports;
+    /// without it the motion preview serves (and says so).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// With --model-dir: denoising steps instead of the checkpoint family's default.
+    #[arg(long, requires = "model_dir")]
+    steps: Option<usize>,
+    /// With --model-dir: classifier-free guidance scale instead of the family's default.
+    #[arg(long, requires = "model_dir")]
+    guidance: Option<f64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -48,7 +58,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         anyhow::bail!("--public-url must start with http:// or https://, got {url:?}");
     }
+    let engine = match &args.model_dir {
+        Some(dir) => Some(gallop_server::config::ConfiguredEngine(
+            std::sync::Arc::new(
+                gallop_wan::WanEngine::load(
+                    dir,
+                    gallop_wan::WanSettings {
+                        steps: args.steps,
+                        guidance: args.guidance,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("--model-dir {}: {e:#}", dir.display()))?,
+            ),
+        )),
+        None => None,
+    };
     let config = ServerConfig {
+        engine,
         addr: args.addr,
         data_dir: args.data_dir,
         public_url: args.public_url,

@@ -101,7 +101,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let signer = UrlSigner::load_or_create(&config.data_dir, &public_url)
         .with_context(|| format!("signing key in {}", config.data_dir.display()))?;
 
-    let engine: Arc<dyn Engine> = Arc::new(PreviewEngine);
+    let engine: Arc<dyn Engine> = match &config.engine {
+        Some(configured) => configured.0.clone(),
+        None => Arc::new(PreviewEngine),
+    };
     let engines = ModelId::ALL.map(|m| (m, engine.info())).to_vec();
     let worker = Worker::spawn(
         store.clone(),

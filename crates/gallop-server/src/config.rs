@@ -29,6 +29,19 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How long a signed result URL stays valid.
     pub url_ttl: Duration,
+    /// The engine that generates (`gallop serve --model-dir`); None: the motion preview, which
+    /// then serves and says so.
+    pub engine: Option<ConfiguredEngine>,
+}
+
+/// An engine chosen by the operator, shared by the worker's runs.
+#[derive(Clone)]
+pub struct ConfiguredEngine(pub std::sync::Arc<dyn gallop_engine::Engine>);
+
+impl std::fmt::Debug for ConfiguredEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0.info())
+    }
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -48,6 +61,7 @@ impl Default for ServerConfig {
             queue_limit: 100,
             body_limit: DEFAULT_BODY_LIMIT,
             url_ttl: Duration::from_secs(24 * 3600),
+            engine: None,
         }
     }
 }

@@ -168,7 +168,7 @@ impl WanEngine {
         let first = gallop_media::fit_and_crop(first, width as u32, height as u32);
         let image = image_to_tensor(&first, &device)?;
 
-        let shape = self.pipeline.latent_shape(height, width, num_frames);
+        let shape = self.pipeline.latent_shape(height, width, num_frames, 0);
         let latents = match &self.settings.init_noise {
             Some(path) => read_noise(path, &shape)?,
             None => gaussian_noise(&shape, input.seed as u64, &device)?,
@@ -194,6 +194,8 @@ impl WanEngine {
             guidance_scale: guidance,
             guidance_scale_2: None,
             latents,
+            reference_images: Vec::new(),
+            conditioning_scale: 1.0,
         };
         // One unit per step, one for decoding.
         let total = steps as u32 + 1;

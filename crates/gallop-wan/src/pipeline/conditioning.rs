@@ -31,14 +31,43 @@ pub(super) enum Condition {
     /// Wan2.1-I2V / A14B: `[mask (4 channels), first-frame video latents]` concatenated to the
     /// latents along channels.
     Channels { condition: Tensor },
+    /// VACE: control hints from the references; the reference latent frames are dropped at the end.
+    Vace {
+        control: Tensor,
+        scale: Tensor,
+        references: usize,
+    },
 }
 
 impl Condition {
     pub(super) fn prepare(pipe: &WanPipeline, args: &GenerateArgs) -> anyhow::Result<Self> {
-        let [_, _, frames, lh, lw] = pipe.latent_shape(args.height, args.width, args.num_frames);
+        let [_, _, frames, lh, lw] = pipe.latent_shape(args.height, args.width, args.num_frames, 0);
         let (_, ph, pw) = pipe.transformer.config().patch();
         let tokens_per_frame = (lh / ph) * (lw / pw);
         let class = pipe.index.class;
+        ensure!(
+            class == PipelineClass::Vace || args.reference_images.is_empty(),
+            "reference images need a WanVACEPipeline checkpoint; this one is {class:?}"
+        );
+        if class == PipelineClass::Vace {
+            ensure!(
+                args.image.is_none(),
+                "a VACE checkpoint takes reference images, not a first-frame image"
+            );
+            let (control, scale) = super::vace::control(
+                pipe,
+                &args.reference_images,
+                args.height,
+                args.width,
+                args.num_frames,
+                args.conditioning_scale,
+            )?;
+            return Ok(Self::Vace {
+                control,
+                scale,
+                references: args.reference_images.len(),
+            });
+        }
         if class != PipelineClass::ImageToVideo {
             ensure!(
                 args.image.is_none(),
@@ -99,7 +128,9 @@ impl Condition {
     pub(super) fn model_input(&self, latents: &Tensor, t: f32) -> anyhow::Result<(Tensor, Tensor)> {
         let device = latents.device();
         Ok(match self {
-            Self::Text { per_token: None } => (latents.clone(), Tensor::new(&[t], device)?),
+            Self::Text { per_token: None } | Self::Vace { .. } => {
+                (latents.clone(), Tensor::new(&[t], device)?)
+            }
             Self::Text { per_token: Some(n) } => {
                 (latents.clone(), Tensor::full(t, (1, *n), device)?)
             }
@@ -120,10 +151,22 @@ impl Condition {
         })
     }
 
+    /// VACE's control input and per-layer scale.
+    pub(super) fn control(&self) -> Option<(&Tensor, &Tensor)> {
+        match self {
+            Self::Vace { control, scale, .. } => Some((control, scale)),
+            _ => None,
+        }
+    }
+
     /// The latents the loop ends with, the clean first frame blended back in for TI2V-5B.
     pub(super) fn finish(&self, latents: Tensor) -> anyhow::Result<Tensor> {
         match self {
             Self::FirstFrame { condition, mask } => self.blend(&latents, condition, mask),
+            Self::Vace { references, .. } => {
+                let frames = latents.dim(2)?;
+                Ok(latents.narrow(2, *references, frames - references)?)
+            }
             _ => Ok(latents),
         }
     }

@@ -7,6 +7,7 @@
 
 mod conditioning;
 mod noise;
+mod vace;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use crate::vae::AutoencoderKLWan;
 
 pub use conditioning::image_to_tensor;
 pub use noise::gaussian_noise;
+pub use vace::fit_on_white;
 
 /// The negative prompt the Wan family samples with (its `sample_neg_prompt`), used when a request
 /// gives none. diffusers itself falls back to "", so pass it explicitly to match diffusers.
@@ -54,6 +56,10 @@ pub struct GenerateArgs {
     pub guidance_scale_2: Option<f64>,
     /// The initial noise, shaped as [`WanPipeline::latent_shape`] says.
     pub latents: Tensor,
+    /// VACE (r2v): reference images, each `[1, 3, h, w]` in [-1, 1] at its own size.
+    pub reference_images: Vec<Tensor>,
+    /// VACE: the weight of the control hints, one value for every VACE layer (diffusers: 1.0).
+    pub conditioning_scale: f64,
 }
 
 /// The caller's side of a run: per-step progress and a cancel flag read between steps.
@@ -196,8 +202,15 @@ impl WanPipeline {
         Ok(())
     }
 
-    /// The initial noise's shape, as diffusers' `prepare_latents` makes it.
-    pub fn latent_shape(&self, height: usize, width: usize, num_frames: usize) -> [usize; 5] {
+    /// The initial noise's shape, as diffusers' `prepare_latents` makes it; VACE adds one
+    /// latent frame per reference image in front.
+    pub fn latent_shape(
+        &self,
+        height: usize,
+        width: usize,
+        num_frames: usize,
+        references: usize,
+    ) -> [usize; 5] {
         let s = self.vae.config().scale_factor_spatial;
         let channels = match self.index.class {
             // WanPipeline sizes the noise by the transformer, the others by the VAE.
@@ -207,7 +220,7 @@ impl WanPipeline {
         [
             1,
             channels,
-            (num_frames - 1) / self.temporal_factor() + 1,
+            (num_frames - 1) / self.temporal_factor() + 1 + references,
             height / s,
             width / s,
         ]
@@ -223,7 +236,12 @@ impl WanPipeline {
     pub fn denoise(&self, args: &GenerateArgs, hooks: StepHooks<'_>) -> anyhow::Result<Tensor> {
         self.check_size(args.height, args.width, args.num_frames)?;
         ensure!(args.steps >= 1, "steps must be at least 1");
-        let shape = self.latent_shape(args.height, args.width, args.num_frames);
+        let shape = self.latent_shape(
+            args.height,
+            args.width,
+            args.num_frames,
+            args.reference_images.len(),
+        );
         ensure!(
             args.latents.dims() == shape,
             "initial latents must be shaped {shape:?} for {}x{} and {} frames, got {:?}",
@@ -265,6 +283,10 @@ impl WanPipeline {
             };
             let (hidden_states, timestep) = condition.model_input(&latents, t)?;
             let mut inputs = TransformerInputs::new(hidden_states, timestep, prompt.clone());
+            if let Some((control, scale)) = condition.control() {
+                inputs.control_hidden_states = Some(control.clone());
+                inputs.control_hidden_states_scale = Some(scale.clone());
+            }
             let cond = model.forward(&inputs)?;
             let noise_pred = match &negative {
                 Some(negative) => {

@@ -1,0 +1,208 @@
+//! `gallop serve --model-dir` with a tiny Wan checkpoint saved by diffusers: the real binary on a
+//! loopback port; `/v1/models` names the Wan engine and checkpoint, and a job completes with a
+//! decodable video and reports the engine that served it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const GALLOP: &str = env!("CARGO_BIN_EXE_gallop");
+
+/// A running `gallop serve` and the lines of its stdout.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(data_dir: &Path, addr: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(GALLOP)
+            .args(["serve", "--addr", addr, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Server { child, lines }
+    }
+
+    /// Stdout lines up to and including the "listening" line.
+    fn startup_lines(&self) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no listening line; stdout so far: {seen:?}"));
+            let done = line.contains("listening on");
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn token_from(lines: &[String]) -> String {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("GALLOP_TOKEN="))
+        .unwrap_or_else(|| panic!("no token line in {lines:?}"));
+    line["GALLOP_TOKEN=".len()..].to_string()
+}
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn serve_with_model_dir_completes_a_job_on_the_wan_engine() {
+    let data = tempfile::tempdir().unwrap();
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gallop-wan/tests/fixtures/pipelines/ti2v/model");
+    let addr = free_addr();
+    let model_arg = model_dir.display().to_string();
+    // One step without guidance keeps the tiny model quick at the public 720P geometry.
+    let server = Server::start(
+        data.path(),
+        &addr,
+        &["--model-dir", &model_arg, "--steps", "1", "--guidance", "1"],
+    );
+    let token = token_from(&server.startup_lines());
+
+    let (status, body) = http(&addr, "GET", "/v1/models", &token, "application/json", b"");
+    assert_eq!(status, 200, "{body}");
+    let models = json(&body);
+    let i2v = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m.to_string().contains("alibaba/hh1-i2v"))
+        .unwrap_or_else(|| panic!("no i2v model in {body}"));
+    assert_eq!(i2v["engine"], "wan", "{body}");
+    assert!(
+        body.contains(&model_arg),
+        "the checkpoint must be named: {body}"
+    );
+
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/uploads",
+        &token,
+        "image/png",
+        &png(480, 360),
+    );
+    assert_eq!(status, 201, "{body}");
+    let uri = json(&body)["uri"].as_str().unwrap().to_string();
+    let job = serde_json::json!({
+        "model": "alibaba/hh1-i2v",
+        "input": {"image": uri, "prompt": "a horse on the beach", "duration": 3, "seed": 5}
+    });
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/jobs",
+        &token,
+        "application/json",
+        job.to_string().as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let job = loop {
+        let (status, body) = http(
+            &addr,
+            "GET",
+            &format!("/v1/jobs/{id}"),
+            &token,
+            "application/json",
+            b"",
+        );
+        assert_eq!(status, 200, "{body}");
+        let job = json(&body);
+        if job["status"] == "completed" {
+            break job;
+        }
+        assert!(
+            ["queued", "running"].contains(&job["status"].as_str().unwrap()),
+            "{job}"
+        );
+        assert!(Instant::now() < deadline, "{job}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let text = job.to_string();
+    assert!(
+        text.contains("\"wan\""),
+        "the result must name the Wan engine: {text}"
+    );
+    assert!(
+        text.contains(&model_arg),
+        "the result must name the checkpoint: {text}"
+    );
+}

@@ -1,0 +1,69 @@
+//! Seconds per denoising step of a whole pipeline run (CFG on, two transformer passes a step),
+//! for BENCHMARKS.md. Run beside `scripts/fixtures/pipeline_bench.py` on the same model dir:
+//!
+//!   RAYON_NUM_THREADS=2 /usr/bin/time -v cargo run --release -p gallop-wan \
+//!       --example pipeline_bench -- MODEL_DIR HEIGHT WIDTH FRAMES STEPS
+//!
+//! Prints load time, seconds per step, decode time.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use gallop_wan::pipeline::{GenerateArgs, StepHooks, WanPipeline, gaussian_noise};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() == 6,
+        "usage: pipeline_bench MODEL_DIR HEIGHT WIDTH FRAMES STEPS"
+    );
+    let num = |i: usize| args[i].parse::<usize>();
+    let (height, width, frames, steps) = (num(2)?, num(3)?, num(4)?, num(5)?);
+    let device = Device::Cpu;
+    let t0 = Instant::now();
+    let pipeline = WanPipeline::load(std::path::Path::new(&args[1]), DType::F32, &device)?;
+    let load = t0.elapsed().as_secs_f64();
+    let prompt = pipeline.encode_prompt("A white horse gallops along the beach at sunset")?;
+    let negative = pipeline.encode_prompt("blurry, static, low quality")?;
+    let image = match pipeline.index().class {
+        gallop_wan::model_dir::PipelineClass::ImageToVideo => {
+            Some(gaussian_noise(&[1, 3, height, width], 1, &device)?.clamp(-1f32, 1f32)?)
+        }
+        _ => None,
+    };
+    let shape = pipeline.latent_shape(height, width, frames, 0);
+    let args = GenerateArgs {
+        prompt_embeds: prompt,
+        negative_prompt_embeds: Some(negative),
+        image,
+        height,
+        width,
+        num_frames: frames,
+        steps,
+        guidance_scale: 5.0,
+        guidance_scale_2: None,
+        latents: gaussian_noise(&shape, 0, &device)?,
+        reference_images: Vec::new(),
+        conditioning_scale: 1.0,
+    };
+    let cancel = AtomicBool::new(false);
+    let t1 = Instant::now();
+    let latents = pipeline.denoise(
+        &args,
+        StepHooks {
+            progress: &mut |_, _| {},
+            cancel: &cancel,
+        },
+    )?;
+    let denoise = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let video = pipeline.decode(&latents)?;
+    let decode = t2.elapsed().as_secs_f64();
+    println!(
+        "gallop: load {load:.3} s, {:.4} s/step ({steps} steps, CFG), decode {decode:.3} s, frames {:?}",
+        denoise / steps as f64,
+        video.dims()
+    );
+    Ok(())
+}
