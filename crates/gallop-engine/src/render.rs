@@ -21,13 +21,16 @@ pub struct RenderOptions {
     pub geometry: Option<gallop_api::Geometry>,
 }
 
+/// Looks at a frame (its index, the frame as encoded); an Err stops the render.
+pub type FrameInspector<'a> = &'a mut dyn FnMut(u32, &RgbImage) -> Result<(), String>;
+
 /// The caller's side of a render: progress, cancel, and an optional look at every frame.
 pub struct RenderHooks<'a> {
     pub progress: &'a mut dyn FnMut(Progress),
     pub cancel: &'a AtomicBool,
     /// Sees each frame exactly as it goes to the encoder (watermark drawn), with its index.
     /// For debugging and tests (`gallop generate --dump-frames`).
-    pub inspect: Option<&'a mut dyn FnMut(u32, &RgbImage) -> Result<(), String>>,
+    pub inspect: Option<FrameInspector<'a>>,
 }
 
 /// What a render made.

@@ -124,7 +124,13 @@ fn makes_exactly_the_frames_of_the_geometry() {
             frames: 75,
         },
     ] {
-        let frames = run(ModelId::HhI2v, "", &[scene.clone()], 3, geometry);
+        let frames = run(
+            ModelId::HhI2v,
+            "",
+            std::slice::from_ref(&scene),
+            3,
+            geometry,
+        );
         assert_eq!(frames.len() as u32, geometry.frames);
         for f in &frames {
             assert_eq!(f.dimensions(), (geometry.width, geometry.height));
@@ -148,8 +154,8 @@ fn reports_itself_as_the_preview() {
 #[test]
 fn same_seed_same_frames_other_seed_other_frames() {
     let scene = blob_scene(800, 450, (0.38, 0.42));
-    let a = run(ModelId::HhI2v, "", &[scene.clone()], 11, SMALL);
-    let b = run(ModelId::HhI2v, "", &[scene.clone()], 11, SMALL);
+    let a = run(ModelId::HhI2v, "", std::slice::from_ref(&scene), 11, SMALL);
+    let b = run(ModelId::HhI2v, "", std::slice::from_ref(&scene), 11, SMALL);
     let c = run(ModelId::HhI2v, "", &[scene], 12, SMALL);
     assert!(a == b, "same seed gave different frames");
     assert!(a.last() != c.last(), "another seed gave the same motion");
