@@ -31,6 +31,8 @@ pub struct WanSettings {
     pub init_noise: Option<PathBuf>,
     /// Write the decoded frames (tensor `frames`, f32 [F, H, W, 3] in [0, 1]) here.
     pub dump_frames: Option<PathBuf>,
+    /// VACE: the control hints' weight instead of 1.0 (diffusers' default).
+    pub conditioning_scale: Option<f64>,
 }
 
 /// The family traits the parameter mapping needs, read from the checkpoint.
@@ -144,10 +146,6 @@ impl WanEngine {
                 self.checkpoint
             ),
         }
-        ensure!(
-            class != PipelineClass::Vace,
-            "reference-to-video (VACE) is not implemented in the Wan engine yet"
-        );
         let geometry = input.geometry;
         let (width, height) = self.generation_size(geometry.width, geometry.height);
         let num_frames = self.generation_frames(geometry.frames, geometry.fps);
@@ -161,14 +159,34 @@ impl WanEngine {
         self.pipeline.check_size(height, width, num_frames)?;
         let device = self.pipeline.device().clone();
 
-        let first = input
-            .images
-            .first()
-            .context("/input/image: image-to-video needs the first frame")?;
-        let first = gallop_media::fit_and_crop(first, width as u32, height as u32);
-        let image = image_to_tensor(&first, &device)?;
+        // i2v: the first frame cropped to the generation size; r2v: the references as given
+        // (the pipeline fits each on a white canvas).
+        let (image, references) = match class {
+            PipelineClass::Vace => {
+                ensure!(
+                    !input.images.is_empty(),
+                    "/input/images: reference-to-video needs at least one reference image"
+                );
+                let refs = input
+                    .images
+                    .iter()
+                    .map(|img| image_to_tensor(img, &device))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                (None, refs)
+            }
+            _ => {
+                let first = input
+                    .images
+                    .first()
+                    .context("/input/image: image-to-video needs the first frame")?;
+                let first = gallop_media::fit_and_crop(first, width as u32, height as u32);
+                (Some(image_to_tensor(&first, &device)?), Vec::new())
+            }
+        };
 
-        let shape = self.pipeline.latent_shape(height, width, num_frames, 0);
+        let shape = self
+            .pipeline
+            .latent_shape(height, width, num_frames, references.len());
         let latents = match &self.settings.init_noise {
             Some(path) => read_noise(path, &shape)?,
             None => gaussian_noise(&shape, input.seed as u64, &device)?,
@@ -186,7 +204,7 @@ impl WanEngine {
                 true => Some(self.pipeline.encode_prompt(negative)?),
                 false => None,
             },
-            image: Some(image),
+            image,
             height,
             width,
             num_frames,
@@ -194,8 +212,8 @@ impl WanEngine {
             guidance_scale: guidance,
             guidance_scale_2: None,
             latents,
-            reference_images: Vec::new(),
-            conditioning_scale: 1.0,
+            reference_images: references,
+            conditioning_scale: self.settings.conditioning_scale.unwrap_or(1.0),
         };
         // One unit per step, one for decoding.
         let total = steps as u32 + 1;

@@ -80,6 +80,7 @@ fn test_path_reproduces_diffusers_frames() {
         num_frames: Some(5),
         init_noise: Some(dir.join("inputs.safetensors")),
         dump_frames: Some(dump_path.clone()),
+        conditioning_scale: None,
     };
     let engine = WanEngine::load(&dir.join("model"), settings).unwrap();
     let info = engine.info();
@@ -232,4 +233,72 @@ fn wrong_model_for_checkpoint_is_refused() {
         msg.contains("TextToVideo") && msg.contains("alibaba/hh1-i2v"),
         "{msg}"
     );
+}
+
+/// r2v through the engine on the tiny VACE checkpoint: two references, the fixture's noise,
+/// frames within 1e-3 of diffusers'.
+#[test]
+fn r2v_references_reproduce_diffusers_frames() {
+    let dir = case_dir("vace/refs2");
+    let call: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let dump = tempfile::tempdir().unwrap();
+    let dump_path = dump.path().join("frames.safetensors");
+    let settings = WanSettings {
+        steps: Some(3),
+        guidance: Some(4.0),
+        size: Some((48, 32)),
+        num_frames: Some(9),
+        init_noise: Some(dir.join("inputs.safetensors")),
+        dump_frames: Some(dump_path.clone()),
+        conditioning_scale: call["conditioning_scale"].as_f64(),
+    };
+    let engine = WanEngine::load(&case_dir("vace").join("model"), settings).unwrap();
+    let refs = [
+        image::open(dir.join("ref0.png")).unwrap().to_rgb8(),
+        image::open(dir.join("ref1.png")).unwrap().to_rgb8(),
+    ];
+    let mut request = request(call["negative_prompt"].as_str().unwrap());
+    request.model = ModelId::HhR2v;
+    request.prompt = call["prompt"].as_str().unwrap().to_string();
+    let geometry = Geometry {
+        width: 48,
+        height: 32,
+        fps: 24,
+        frames: 9,
+    };
+    let mut frames = Vec::new();
+    let cancel = AtomicBool::new(false);
+    let input = EngineInput {
+        request: &request,
+        images: &refs,
+        geometry,
+        seed: 7,
+    };
+    {
+        let mut on_progress = |_: Progress| {};
+        let mut sink = |f: RgbImage| -> Result<(), String> {
+            frames.push(f);
+            Ok(())
+        };
+        let mut ctx = RunContext {
+            progress: &mut on_progress,
+            cancel: &cancel,
+            sink: &mut sink,
+        };
+        engine.generate(&input, &mut ctx).unwrap();
+    }
+    assert_eq!(frames.len(), 9);
+    let dumped = candle_core::safetensors::load(&dump_path, &Device::Cpu).unwrap();
+    let expected = candle_core::safetensors::load(dir.join("outputs.safetensors"), &Device::Cpu)
+        .unwrap()["frames"]
+        .clone();
+    let diff = (&dumped["frames"] - &expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-3, "r2v frames differ from diffusers by {diff}");
 }
