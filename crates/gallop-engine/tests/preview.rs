@@ -270,34 +270,40 @@ fn r2v_shots_follow_the_order_the_prompt_names() {
     assert!(m[0] > 50.0 && m[1] > 50.0, "frame 36 is not a mix: {m:?}");
 }
 
-#[test]
-fn cancel_stops_the_run() {
-    let scene = blob_scene(640, 360, (0.5, 0.5));
+/// Runs a small i2v preview with the caller's progress, cancel flag and sink.
+fn run_with(
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+    sink: &mut dyn FnMut(RgbImage) -> Result<(), String>,
+) -> Result<(), EngineError> {
     let req = request(ModelId::HhI2v, "", 1);
-    let images = [scene];
+    let images = [blob_scene(640, 360, (0.5, 0.5))];
     let input = EngineInput {
         request: &req,
         images: &images,
         geometry: SMALL,
         seed: 1,
     };
+    let mut ctx = RunContext {
+        progress,
+        cancel,
+        sink,
+    };
+    PreviewEngine.generate(&input, &mut ctx)
+}
+
+#[test]
+fn cancel_stops_the_run() {
     let cancel = AtomicBool::new(false);
     let mut seen = 0u32;
     let mut last_progress = None;
-    let mut progress = |p: Progress| last_progress = Some(p);
-    let mut sink = |_: RgbImage| {
+    let result = run_with(&cancel, &mut |p| last_progress = Some(p), &mut |_| {
         seen += 1;
         if seen == 5 {
             cancel.store(true, Ordering::Relaxed);
         }
         Ok(())
-    };
-    let mut ctx = RunContext {
-        progress: &mut progress,
-        cancel: &cancel,
-        sink: &mut sink,
-    };
-    let result = PreviewEngine.generate(&input, &mut ctx);
+    });
     assert!(matches!(result, Err(EngineError::Cancelled)), "{result:?}");
     assert_eq!(seen, 5);
     assert_eq!(last_progress, Some(Progress { step: 5, total: 72 }));
@@ -305,25 +311,9 @@ fn cancel_stops_the_run() {
 
 #[test]
 fn progress_counts_every_frame() {
-    let scene = blob_scene(640, 360, (0.5, 0.5));
-    let req = request(ModelId::HhI2v, "", 1);
-    let images = [scene];
-    let input = EngineInput {
-        request: &req,
-        images: &images,
-        geometry: SMALL,
-        seed: 1,
-    };
     let cancel = AtomicBool::new(false);
     let mut steps = Vec::new();
-    let mut progress = |p: Progress| steps.push(p);
-    let mut sink = |_: RgbImage| Ok(());
-    let mut ctx = RunContext {
-        progress: &mut progress,
-        cancel: &cancel,
-        sink: &mut sink,
-    };
-    PreviewEngine.generate(&input, &mut ctx).unwrap();
+    run_with(&cancel, &mut |p| steps.push(p), &mut |_| Ok(())).unwrap();
     assert_eq!(steps.len(), 72);
     assert!(
         steps
@@ -335,24 +325,8 @@ fn progress_counts_every_frame() {
 
 #[test]
 fn a_failing_sink_stops_the_run() {
-    let scene = blob_scene(640, 360, (0.5, 0.5));
-    let req = request(ModelId::HhI2v, "", 1);
-    let images = [scene];
-    let input = EngineInput {
-        request: &req,
-        images: &images,
-        geometry: SMALL,
-        seed: 1,
-    };
     let cancel = AtomicBool::new(false);
-    let mut progress = |_: Progress| {};
-    let mut sink = |_: RgbImage| Err("disk full".to_string());
-    let mut ctx = RunContext {
-        progress: &mut progress,
-        cancel: &cancel,
-        sink: &mut sink,
-    };
-    let result = PreviewEngine.generate(&input, &mut ctx);
+    let result = run_with(&cancel, &mut |_| {}, &mut |_| Err("disk full".to_string()));
     assert!(
         matches!(&result, Err(EngineError::Sink(m)) if m == "disk full"),
         "{result:?}"
