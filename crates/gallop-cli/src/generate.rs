@@ -107,6 +107,7 @@ impl Args {
                 .dumps_tensor()
                 .then(|| self.dump_frames.clone())
                 .flatten(),
+            conditioning_scale: None,
         }
     }
 
