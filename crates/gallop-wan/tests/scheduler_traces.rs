@@ -5,7 +5,8 @@
 //! Why 2e-6 in float32: diffusers computes the UniPC coefficients in float32 with torch's SLEEF
 //! log/expm1, which differ from a correctly rounded log in ~8% of inputs; swapping only those two
 //! functions moves diffusers' own 50-step float32 trajectory by up to 1.1e-6 (measured, shifts
-//! 1/3/5). No port can sit closer than that noise without copying SLEEF bit for bit.
+//! 1/3/5). No port can sit closer than that noise without copying SLEEF bit for bit. Measured
+//! here: float32 worst 1.9e-6 (UniPC, shift 1, 50 steps), float64 worst 2.1e-15, Euler exact.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
