@@ -21,7 +21,8 @@ pub struct Args {
     /// alibaba/hh1-i2v or alibaba/hh1.1-r2v.
     #[arg(long)]
     model: String,
-    /// A JSON file holding the seed's `input` object. Flags given as well override its fields.
+    /// A JSON file holding the seed's `input` object. Flags given as well override its fields;
+    /// image paths in it are relative to the file.
     #[arg(long)]
     input: Option<PathBuf>,
     /// An image: a local path, file://, http(s):// or data: URI. Repeat for r2v references.
@@ -278,7 +279,7 @@ fn build_input(model: ModelId, args: &Args) -> anyhow::Result<Value> {
         let uris: Vec<Value> = args
             .images
             .iter()
-            .map(|s| to_uri(s).map(Value::String))
+            .map(|s| to_uri(s, None).map(Value::String))
             .collect::<anyhow::Result<_>>()?;
         match model {
             // One --image is the string i2v expects; several go through so validation names them.
@@ -293,14 +294,15 @@ fn build_input(model: ModelId, args: &Args) -> anyhow::Result<Value> {
             }
         }
     } else {
-        // Paths in an --input file are accepted like --image values.
+        // Paths in an --input file are accepted like --image values, relative to that file.
+        let base = args.input.as_deref().and_then(Path::parent);
         for key in ["image", "images"] {
             match input.get_mut(key) {
-                Some(Value::String(s)) => *s = to_uri(s)?,
+                Some(Value::String(s)) => *s = to_uri(s, base)?,
                 Some(Value::Array(items)) => {
                     for item in items {
                         if let Value::String(s) = item {
-                            *s = to_uri(s)?;
+                            *s = to_uri(s, base)?;
                         }
                     }
                 }
@@ -327,11 +329,17 @@ fn build_input(model: ModelId, args: &Args) -> anyhow::Result<Value> {
 }
 
 /// A local path becomes an absolute `file://` uri; uris pass through unchanged.
-fn to_uri(value: &str) -> anyhow::Result<String> {
+/// A relative path is taken from `base` when given (the --input file's folder), else from the
+/// working directory.
+fn to_uri(value: &str, base: Option<&Path>) -> anyhow::Result<String> {
     if value.contains("://") || value.to_ascii_lowercase().starts_with("data:") {
         return Ok(value.to_string());
     }
-    let path = std::path::absolute(value).with_context(|| format!("image path {value:?}"))?;
+    let joined = match base {
+        Some(base) => base.join(value),
+        None => PathBuf::from(value),
+    };
+    let path = std::path::absolute(&joined).with_context(|| format!("image path {value:?}"))?;
     // '%' is the escape character of file:// uris; escape it so the path reads back unchanged.
     Ok(format!(
         "file://{}",

@@ -228,11 +228,12 @@ fn i2v_seed_example_in_full() {
 fn i2v_seed_examples_shortened() {
     let dir = TempDir::new("i2v");
     // Example 1: defaults (720P), a portrait JPEG -> 3:4 -> 832x1088.
-    let portrait = dir.image("portrait.jpg", 600, 800, [1.0, 1.0, 1.0]);
+    dir.image("portrait.jpg", 600, 800, [1.0, 1.0, 1.0]);
     let input = dir.input(
         "push.json",
         &json!({
-            "image": portrait,
+            // Relative to the input file.
+            "image": "portrait.jpg",
             "prompt": "A gentle camera push-in on the scene with soft ambient lighting"
         }),
     );
@@ -450,13 +451,16 @@ fn images_from_flags_data_uris_and_http() {
     );
     server.join().unwrap();
 
-    // A plain path: all three name the same image, so the videos are identical.
+    // A plain path (with a space and a '%', which file:// uris escape): all three name the same
+    // image, so the videos are identical.
+    let odd = dir.path("my scene 100%.png");
+    std::fs::copy(&path, &odd).unwrap();
     let (_, from_path) = generate_ok(
         &[
             "--model",
             I2V,
             "--image",
-            &path,
+            odd.to_str().unwrap(),
             "--duration",
             "3",
             "--seed",
