@@ -355,29 +355,35 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
 fn watermark_changes_only_the_bottom_right() {
     let dir = TempDir::new("mark");
     let image = dir.image("scene.png", 800, 450, [1.0, 1.0, 1.0]);
-    let run = |mark: &str, name: &str| {
+    let run = |extra: &[&str], name: &str| {
         let frames = dir.path(name);
-        generate_ok(
-            &[
-                "--model",
-                I2V,
-                "--image",
-                &image,
-                "--duration",
-                "3",
-                "--seed",
-                "3",
-                "--watermark",
-                mark,
-                "--dump-frames",
-                frames.to_str().unwrap(),
-            ],
-            &dir.path(&format!("{name}.mp4")),
-        );
+        let mut args = vec![
+            "--model",
+            I2V,
+            "--image",
+            &image,
+            "--duration",
+            "3",
+            "--seed",
+            "3",
+            "--dump-frames",
+            frames.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        generate_ok(&args, &dir.path(&format!("{name}.mp4")));
         read_dumped(&frames, 72)
     };
-    let marked = run("true", "marked");
-    let clean = run("false", "clean");
+    let marked = run(&["--watermark", "true"], "marked");
+    let clean = run(&["--watermark", "false"], "clean");
+    let custom = run(&["--watermark-text", "studio preview"], "custom");
+    // Another text is another mark, in the same corner.
+    assert!(custom[0] != marked[0] && custom[0] != clean[0]);
+    let (cl, ct, _, _) = gallop_media::Watermark::new("studio preview", 1280, 720).region();
+    for (x, y, p) in custom[0].enumerate_pixels() {
+        if p != clean[0].get_pixel(x, y) {
+            assert!(x >= cl && y >= ct, "custom mark touched ({x}, {y})");
+        }
+    }
     let (left, top, width, height) =
         gallop_media::Watermark::new(gallop_media::DEFAULT_WATERMARK, 1280, 720).region();
     assert!(
