@@ -318,28 +318,34 @@ impl Winograd {
         let plane = hp * wp;
         let threads = candle_core::utils::get_num_threads().max(1);
 
-        // U[i][o][k] = (G g G^T)[i] for each kernel slice g = weight[o, k].
+        // U[i][o][k] = (G g G^T)[i] for each kernel slice g = weight[o, k]; output channels split
+        // across threads.
         let mut u = vec![0f32; 16 * o * k];
-        for oi in 0..o {
-            for ki in 0..k {
-                let g = &wt[(oi * k + ki) * 9..][..9];
-                let mut gg = [[0f32; 3]; 4];
-                for col in 0..3 {
-                    let (a, m, z) = (g[col], g[3 + col], g[6 + col]);
-                    gg[0][col] = a;
-                    gg[1][col] = 0.5 * (a + m + z);
-                    gg[2][col] = 0.5 * (a - m + z);
-                    gg[3][col] = z;
-                }
-                for (r, row) in gg.iter().enumerate() {
-                    let [a, m, z] = *row;
-                    let t = [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z];
-                    for (cidx, v) in t.into_iter().enumerate() {
-                        u[((r * 4 + cidx) * o + oi) * k + ki] = v;
+        let u_ptr = SendPtr(u.as_mut_ptr());
+        par_ranges(o, threads, o * k * 16, |range| {
+            let u_ptr = u_ptr;
+            for oi in range {
+                for ki in 0..k {
+                    let g = &wt[(oi * k + ki) * 9..][..9];
+                    let mut gg = [[0f32; 3]; 4];
+                    for col in 0..3 {
+                        let (a, m, z) = (g[col], g[3 + col], g[6 + col]);
+                        gg[0][col] = a;
+                        gg[1][col] = 0.5 * (a + m + z);
+                        gg[2][col] = 0.5 * (a - m + z);
+                        gg[3][col] = z;
+                    }
+                    for (r, row) in gg.iter().enumerate() {
+                        let [a, m, z] = *row;
+                        let t = [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z];
+                        for (cidx, v) in t.into_iter().enumerate() {
+                            // SAFETY: entries of output channel `oi` belong to this range only.
+                            unsafe { *u_ptr.0.add(((r * 4 + cidx) * o + oi) * k + ki) = v };
+                        }
                     }
                 }
             }
-        }
+        });
 
         let mut out = vec![0f32; b * t_out * o * h * w];
         let mut stack = vec![0f32; k * plane];
@@ -348,16 +354,26 @@ impl Winograd {
         let mut m = vec![0f32; 16 * o * band_rows * tw];
         for bi in 0..b {
             for to in 0..t_out {
-                for ci in 0..c {
-                    for dt in 0..kt {
-                        let frame = bi * tp + to * stride_t + dt;
-                        let src = &x[(frame * c + ci) * h * w..][..h * w];
-                        let dst = &mut stack[(ci * kt + dt) * plane..][..plane];
-                        for y in 0..h {
-                            dst[(y + 1) * wp + 1..][..w].copy_from_slice(&src[y * w..][..w]);
+                let stack_ptr = SendPtr(stack.as_mut_ptr());
+                par_ranges(c, threads, k * plane, |range| {
+                    let stack_ptr = stack_ptr;
+                    for ci in range {
+                        for dt in 0..kt {
+                            let frame = bi * tp + to * stride_t + dt;
+                            let src = &x[(frame * c + ci) * h * w..][..h * w];
+                            // SAFETY: the planes of input channel `ci` belong to this range only.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    stack_ptr.0.add((ci * kt + dt) * plane),
+                                    plane,
+                                )
+                            };
+                            for y in 0..h {
+                                dst[(y + 1) * wp + 1..][..w].copy_from_slice(&src[y * w..][..w]);
+                            }
                         }
                     }
-                }
+                });
                 // Bands of tile rows bound the transformed buffers (V, M) at any frame size.
                 for ty0 in (0..th).step_by(band_rows) {
                     let ty1 = (ty0 + band_rows).min(th);
@@ -502,6 +518,21 @@ impl Winograd {
         }
         out
     }
+}
+
+/// Run `f` over `0..n` split into one range per thread, or inline when `work` (elements) is
+/// too small to pay for spawning.
+fn par_ranges(n: usize, threads: usize, work: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    if threads <= 1 || work < PARALLEL_MIN || n < 2 {
+        return f(0..n);
+    }
+    let per = n.div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        for start in (0..n).step_by(per) {
+            s.spawn(move || f(start..(start + per).min(n)));
+        }
+    });
 }
 
 /// A raw pointer the Winograd input transform shares across its scoped threads (disjoint writes).
@@ -665,7 +696,7 @@ mod tests {
             (4, 4, 3, 1, 0, 0, 2, 5, 0),
             (5, 3, 1, 1, 0, 0, 1, 3, 0),
             // Large enough for the threaded transforms (odd 35x41 frame).
-            (16, 64, 3, 3, 1, 1, 1, 2, 1),
+            (16, 96, 3, 3, 1, 1, 1, 2, 1),
         ];
         for (ci, co, kt, ks, pt, ps, st, frames, hist) in cases {
             let (h, w) = if ci == 16 { (35, 41) } else { (6, 7) };
