@@ -102,11 +102,11 @@ impl CausalConv3d {
         let (b, _t, c, h, w) = x.dims5()?;
         let mut pad = self.pad_t;
         let mut parts = Vec::with_capacity(3);
-        if pad > 0 {
-            if let Some(history) = history {
-                pad -= history.dim(1)?;
-                parts.push(history.clone());
-            }
+        if pad > 0
+            && let Some(history) = history
+        {
+            pad -= history.dim(1)?;
+            parts.push(history.clone());
         }
         if pad > 0 {
             parts.insert(0, Tensor::zeros((b, pad, c, h, w), x.dtype(), x.device())?);
@@ -323,7 +323,6 @@ impl Winograd {
         let mut u = vec![0f32; 16 * o * k];
         let u_ptr = SendPtr(u.as_mut_ptr());
         par_ranges(o, threads, o * k * 16, |range| {
-            let u_ptr = u_ptr;
             for oi in range {
                 for ki in 0..k {
                     let g = &wt[(oi * k + ki) * 9..][..9];
@@ -340,7 +339,7 @@ impl Winograd {
                         let t = [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z];
                         for (cidx, v) in t.into_iter().enumerate() {
                             // SAFETY: entries of output channel `oi` belong to this range only.
-                            unsafe { *u_ptr.0.add(((r * 4 + cidx) * o + oi) * k + ki) = v };
+                            unsafe { *u_ptr.at(((r * 4 + cidx) * o + oi) * k + ki) = v };
                         }
                     }
                 }
@@ -356,7 +355,6 @@ impl Winograd {
             for to in 0..t_out {
                 let stack_ptr = SendPtr(stack.as_mut_ptr());
                 par_ranges(c, threads, k * plane, |range| {
-                    let stack_ptr = stack_ptr;
                     for ci in range {
                         for dt in 0..kt {
                             let frame = bi * tp + to * stride_t + dt;
@@ -364,7 +362,7 @@ impl Winograd {
                             // SAFETY: the planes of input channel `ci` belong to this range only.
                             let dst = unsafe {
                                 std::slice::from_raw_parts_mut(
-                                    stack_ptr.0.add((ci * kt + dt) * plane),
+                                    stack_ptr.at((ci * kt + dt) * plane),
                                     plane,
                                 )
                             };
@@ -383,7 +381,6 @@ impl Winograd {
                     let per = k.div_ceil(threads);
                     let v_ptr = SendPtr(v.as_mut_ptr());
                     let input_transform = |k0: usize| {
-                        let v_ptr = v_ptr;
                         let mut t = vec![0f32; 4 * wp];
                         for ki in k0..(k0 + per).min(k) {
                             let chan = &stack[ki * plane..][..plane];
@@ -404,9 +401,9 @@ impl Winograd {
                                     // only, and `tw` entries from `ty * tw` stay inside the row.
                                     let out = |col: usize| unsafe {
                                         std::slice::from_raw_parts_mut(
-                                            v_ptr.0.add(
-                                                ((r * 4 + col) * k + ki) * band + (ty - ty0) * tw,
-                                            ),
+                                            v_ptr
+                                                .at(((r * 4 + col) * k + ki) * band
+                                                    + (ty - ty0) * tw),
                                             tw,
                                         )
                                     };
@@ -540,6 +537,13 @@ fn par_ranges(n: usize, threads: usize, work: usize, f: impl Fn(std::ops::Range<
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The element pointer `i` places on (a method, so closures capture the whole `SendPtr`).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
 
 fn cpu_f32(storage: &Storage) -> Result<&[f32]> {
     match storage {

@@ -126,7 +126,7 @@ impl VaeConfig {
         );
         let patch = self.patch();
         anyhow::ensure!(
-            patch >= 1 && self.scale_factor_spatial % patch == 0,
+            patch >= 1 && self.scale_factor_spatial.is_multiple_of(patch),
             "vae config: scale_factor_spatial ({}) must be a multiple of patch_size ({patch})",
             self.scale_factor_spatial
         );
@@ -261,10 +261,10 @@ impl AutoencoderKLWan {
         );
         anyhow::ensure!(t >= 1, "vae decode: latents must have at least one frame");
         let s = self.config.scale_factor_spatial;
-        if let Some(tiles) = tiles {
-            if w > tiles.min_width / s || h > tiles.min_height / s {
-                return tiling::decode(self, latents, tiles);
-            }
+        if let Some(tiles) = tiles
+            && (w > tiles.min_width / s || h > tiles.min_height / s)
+        {
+            return tiling::decode(self, latents, tiles);
         }
         let mut stream = self.decode_stream();
         let mut frames = Vec::with_capacity(t);
