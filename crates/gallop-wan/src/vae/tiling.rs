@@ -31,7 +31,7 @@ impl Default for TileConfig {
 /// Frames-major patchified sample `[B, F, C, H, W]` -> frames-major moments `[B, T, 2z, h, w]`.
 /// Tiles are laid out in the patchified frame, as diffusers does.
 pub(super) fn encode(vae: &AutoencoderKLWan, x: &Tensor, tiles: &TileConfig) -> Result<Tensor> {
-    let (_, frames, _, height, width) = x.dims5()?;
+    let (_, _, _, height, width) = x.dims5()?;
     let ratio = vae.config.scale_factor_spatial / vae.config.patch();
     let (latent_h, latent_w) = (height / ratio, width / ratio);
     let (min_h, min_w) = (tiles.min_height / ratio, tiles.min_width / ratio);
@@ -42,18 +42,7 @@ pub(super) fn encode(vae: &AutoencoderKLWan, x: &Tensor, tiles: &TileConfig) -> 
         let mut row = Vec::new();
         for j in (0..width).step_by(tiles.stride_width) {
             let tile = crop(x, i, tiles.min_height, j, tiles.min_width)?;
-            let mut cache = FeatCache::new();
-            let mut chunks = Vec::new();
-            let mut start = 0;
-            while start < frames {
-                let len = if start == 0 { 1 } else { 4.min(frames - start) };
-                let out = vae
-                    .encoder
-                    .forward(&tile.narrow(1, start, len)?, &mut cache)?;
-                chunks.push(vae.quant_conv.forward(&out, None)?);
-                start += len;
-            }
-            row.push(Tensor::cat(&chunks, 1)?);
+            row.push(vae.encode_frames(&tile)?);
         }
         rows.push(row);
     }
