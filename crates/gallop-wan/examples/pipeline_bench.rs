@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         guidance_scale: 5.0,
         guidance_scale_2: None,
         latents: gaussian_noise(&shape, 0, &device)?,
+        image_embeds: None,
         reference_images: Vec::new(),
         conditioning_scale: 1.0,
     };

@@ -212,6 +212,12 @@ impl WanEngine {
             guidance_scale: guidance,
             guidance_scale_2: None,
             latents,
+            image_embeds: match input.images.first() {
+                Some(first) if class == PipelineClass::ImageToVideo => {
+                    self.pipeline.encode_image(first)?
+                }
+                _ => None,
+            },
             reference_images: references,
             conditioning_scale: self.settings.conditioning_scale.unwrap_or(1.0),
         };

@@ -35,10 +35,13 @@ fn load_case(name: &str) -> Case {
     let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &device).unwrap();
     let outputs = candle_core::safetensors::load(dir.join("outputs.safetensors"), &device).unwrap();
     let image = dir.join("image.png");
-    let image = image.exists().then(|| {
-        let img = image::open(&image).unwrap().to_rgb8();
-        image_to_tensor(&img, &device).unwrap()
-    });
+    let rgb = image
+        .exists()
+        .then(|| image::open(&image).unwrap().to_rgb8());
+    let image_embeds = rgb
+        .as_ref()
+        .and_then(|img| pipeline.encode_image(img).unwrap());
+    let image = rgb.map(|img| image_to_tensor(&img, &device).unwrap());
     let num = |k: &str| call[k].as_u64().unwrap() as usize;
     // Only ti2v keeps diffusers' embeddings (checked against the encoder below); the other cases
     // encode the prompt with the checkpoint's own UMT5, as a real run does.
@@ -68,6 +71,7 @@ fn load_case(name: &str) -> Case {
         guidance_scale: call["guidance_scale"].as_f64().unwrap(),
         guidance_scale_2: call.get("guidance_scale_2").and_then(|v| v.as_f64()),
         latents: inputs["latents"].clone(),
+        image_embeds,
         reference_images: (0..3)
             .map(|i| dir.join(format!("ref{i}.png")))
             .filter(|p| p.exists())
@@ -263,4 +267,9 @@ fn vace_references_change_the_video() {
     let one = load_case("vace/refs1").expected_frames;
     let two = load_case("vace/refs2").expected_frames;
     assert!(max_abs_diff(&one, &two) > 1e-2);
+}
+
+#[test]
+fn wan21_i2v_with_clip_matches_diffusers() {
+    check_case("i2v21");
 }

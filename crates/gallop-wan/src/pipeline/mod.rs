@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, ensure};
 use candle_core::{DType, Device, Tensor};
 
+use crate::clip::{ClipImageProcessor, ClipVisionEncoder};
 use crate::model_dir::{ModelIndex, PipelineClass};
 use crate::scheduler::Scheduler;
 use crate::t5::TextEncoder;
@@ -56,6 +57,8 @@ pub struct GenerateArgs {
     pub guidance_scale_2: Option<f64>,
     /// The initial noise, shaped as [`WanPipeline::latent_shape`] says.
     pub latents: Tensor,
+    /// Wan2.1-I2V: CLIP tokens of the first frame ([`WanPipeline::encode_image`]).
+    pub image_embeds: Option<Tensor>,
     /// VACE (r2v): reference images, each `[1, 3, h, w]` in [-1, 1] at its own size.
     pub reference_images: Vec<Tensor>,
     /// VACE: the weight of the control hints, one value for every VACE layer (diffusers: 1.0).
@@ -77,6 +80,8 @@ pub struct WanPipeline {
     vae: AutoencoderKLWan,
     scheduler: Scheduler,
     text: TextEncoder,
+    /// Wan2.1-I2V: CLIP vision tokens of the first frame.
+    image_encoder: Option<(ClipImageProcessor, ClipVisionEncoder)>,
     device: Device,
 }
 
@@ -97,8 +102,16 @@ impl WanPipeline {
         let vae = AutoencoderKLWan::load(&index.component_dir("vae"), DType::F32, device)?;
         let scheduler = Scheduler::from_dir(&index.component_dir("scheduler"))?;
         let text = TextEncoder::from_model_dir(dir, TEXT_TOKENS, dtype, device)?;
+        let image_encoder = match index.has("image_encoder") {
+            true => Some((
+                ClipImageProcessor::from_path(&index.component_dir("image_processor"))?,
+                ClipVisionEncoder::from_dir(&index.component_dir("image_encoder"), dtype, device)?,
+            )),
+            false => None,
+        };
         let pipeline = Self {
             text,
+            image_encoder,
             index,
             transformer,
             transformer_2,
@@ -141,9 +154,9 @@ impl WanPipeline {
             );
         }
         ensure!(
-            cfg.image_dim.is_none(),
-            "{}: the transformer takes CLIP image tokens (image_dim is set); the Wan2.1-I2V recipe \
-             with an image encoder is not supported yet",
+            cfg.image_dim.is_none() || self.image_encoder.is_some(),
+            "{}: the transformer takes CLIP image tokens (image_dim is set) but the checkpoint has \
+             no image_encoder",
             self.index.dir.display()
         );
         Ok(())
@@ -169,6 +182,20 @@ impl WanPipeline {
     /// (cleaned, tokenized, encoded, padded rows zero).
     pub fn encode_prompt(&self, prompt: &str) -> anyhow::Result<Tensor> {
         self.text.encode_prompts(&[prompt])
+    }
+
+    /// Wan2.1-I2V: the first frame's CLIP tokens `[1, 257, 1280]` (penultimate hidden states),
+    /// from the image as given (CLIP resizes and crops it itself). None for checkpoints without
+    /// an image encoder.
+    pub fn encode_image(&self, image: &image::RgbImage) -> anyhow::Result<Option<Tensor>> {
+        let Some((processor, encoder)) = &self.image_encoder else {
+            return Ok(None);
+        };
+        let pixels = processor.preprocess(
+            &[image::DynamicImage::ImageRgb8(image.clone())],
+            &self.device,
+        )?;
+        Ok(Some(encoder.forward(&pixels)?))
     }
 
     /// Pixels per latent cell times the transformer's patch: height and width must be multiples.
@@ -260,6 +287,13 @@ impl WanPipeline {
         };
         let prompt = args.prompt_embeds.to_dtype(DType::F32)?;
         let condition = conditioning::Condition::prepare(self, args)?;
+        let image_embeds = match (&self.transformer.config().image_dim, &args.image_embeds) {
+            (Some(_), Some(e)) => Some(e.to_dtype(DType::F32)?),
+            (Some(_), None) => anyhow::bail!(
+                "image_embeds are required: this checkpoint's transformer takes CLIP image tokens"
+            ),
+            (None, _) => None,
+        };
 
         let mut scheduler = self.scheduler.clone();
         scheduler.set_timesteps(args.steps)?;
@@ -283,6 +317,7 @@ impl WanPipeline {
             };
             let (hidden_states, timestep) = condition.model_input(&latents, t)?;
             let mut inputs = TransformerInputs::new(hidden_states, timestep, prompt.clone());
+            inputs.encoder_hidden_states_image = image_embeds.clone();
             if let Some((control, scale)) = condition.control() {
                 inputs.control_hidden_states = Some(control.clone());
                 inputs.control_hidden_states_scale = Some(scale.clone());
