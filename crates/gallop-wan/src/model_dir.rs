@@ -97,10 +97,10 @@ impl ModelIndex {
                 continue;
             }
             // Components are [library, class]; [null, null] means absent.
-            if let Some([lib, cls]) = value.as_array().map(Vec::as_slice) {
-                if let (Some(lib), Some(cls)) = (lib.as_str(), cls.as_str()) {
-                    components.insert(name.clone(), (lib.to_string(), cls.to_string()));
-                }
+            if let Some([lib, cls]) = value.as_array().map(Vec::as_slice)
+                && let (Some(lib), Some(cls)) = (lib.as_str(), cls.as_str())
+            {
+                components.insert(name.clone(), (lib.to_string(), cls.to_string()));
             }
         }
         let index = Self {

@@ -214,11 +214,11 @@ impl WanPipeline {
     pub fn check_size(&self, height: usize, width: usize, num_frames: usize) -> anyhow::Result<()> {
         let (mh, mw) = self.size_multiple();
         ensure!(
-            height >= mh && height % mh == 0,
+            height >= mh && height.is_multiple_of(mh),
             "height {height} must be a positive multiple of {mh} for this checkpoint"
         );
         ensure!(
-            width >= mw && width % mw == 0,
+            width >= mw && width.is_multiple_of(mw),
             "width {width} must be a positive multiple of {mw} for this checkpoint"
         );
         let t = self.temporal_factor();
