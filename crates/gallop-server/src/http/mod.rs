@@ -23,7 +23,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use gallop_api::{GenerationRequest, ModelId};
 use gallop_engine::EngineInfo;
@@ -92,10 +92,42 @@ pub fn router(state: SharedState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            refuse_declared_oversize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             count_requests,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// How much of a refused body is read and thrown away so the client gets to read the 413.
+const OVERSIZE_DRAIN_LIMIT: usize = 128 * 1024 * 1024;
+
+/// A body whose Content-Length is over the limit is answered 413 at once. The body is drained
+/// first (up to a bound): answering while the client is still writing makes many clients see a
+/// broken pipe instead of the answer.
+async fn refuse_declared_oversize(
+    State(state): State<SharedState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(len) if len > state.body_limit => {
+            if len <= OVERSIZE_DRAIN_LIMIT {
+                let mut stream = req.into_body().into_data_stream();
+                while let Some(Ok(_)) = futures_util::StreamExt::next(&mut stream).await {}
+            }
+            error::ApiError::too_large(state.body_limit).into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// Counts every answer by method, matched route pattern and status for `/metrics`.
