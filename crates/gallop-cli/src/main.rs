@@ -34,6 +34,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    gallop_wan::memory::reuse_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(a) => serve::run(a),

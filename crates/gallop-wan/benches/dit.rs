@@ -13,6 +13,7 @@ use candle_core::{DType, Device};
 use gallop_wan::transformer::{WanTransformer, inputs_from_tensors};
 
 fn main() -> anyhow::Result<()> {
+    gallop_wan::memory::reuse_freed_memory();
     let mut repeat = 1;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {

@@ -57,6 +57,7 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 fn main() -> anyhow::Result<()> {
+    gallop_wan::memory::reuse_freed_memory();
     let args = parse_args()?;
     let device = Device::Cpu;
     let start = Instant::now();

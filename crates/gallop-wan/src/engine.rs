@@ -298,7 +298,11 @@ impl Engine for WanEngine {
         input: &EngineInput<'_>,
         ctx: &mut RunContext<'_>,
     ) -> Result<(), EngineError> {
-        self.run(input, ctx).map_err(|e| {
+        let result = self.run(input, ctx);
+        // The heap keeps freed buffers for reuse during a run (`memory::reuse_freed_memory`);
+        // hand them back once the job is done.
+        crate::memory::release_freed_memory();
+        result.map_err(|e| {
             if e.is::<Cancelled>() {
                 EngineError::Cancelled
             } else {
