@@ -5,6 +5,7 @@
 //! the initial noise.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, ensure};
 use candle_core::{DType, Device, Tensor};
@@ -12,17 +13,21 @@ use gallop_api::ModelId;
 use gallop_engine::{Engine, EngineError, EngineInfo, EngineInput, Progress, RunContext};
 use image::RgbImage;
 
-use crate::model_dir::PipelineClass;
+use crate::model_dir::{ModelIndex, PipelineClass};
 use crate::pipeline::{
     Cancelled, DEFAULT_NEGATIVE_PROMPT, GenerateArgs, StepHooks, WanPipeline, gaussian_noise,
     image_to_tensor,
 };
 
-/// Debug and test overrides (`gallop generate --steps/--guidance/--width/...`).
-#[derive(Debug, Clone, Default)]
+/// Debug and test overrides (`gallop generate --steps/--guidance/--width/...`); `steps`,
+/// `guidance` and `guidance_2` are also per-model settings of `gallop serve --config`.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WanSettings {
     pub steps: Option<usize>,
     pub guidance: Option<f64>,
+    /// Two-expert (A14B) checkpoints: the low-noise expert's guidance scale. Defaults to
+    /// `guidance` when that is given (diffusers' rule), else to the family's recipe.
+    pub guidance_2: Option<f64>,
     /// Generate at exactly (width, height) instead of the geometry table's size.
     pub size: Option<(usize, usize)>,
     /// Generate exactly this many frames (4n + 1) and send them 1:1, no fps resampling.
@@ -44,11 +49,14 @@ struct Family {
     max_area: usize,
     steps: usize,
     guidance: f64,
+    /// The low-noise expert's scale, for two-expert checkpoints only.
+    guidance_2: Option<f64>,
 }
 
 impl Family {
     fn of(pipeline: &WanPipeline) -> Self {
         let index = pipeline.index();
+        let two_experts = takes_guidance_2(index);
         let wan22_vae = pipeline.vae().config().z_dim == 48 || index.expand_timesteps;
         // 1.3B checkpoints (inner dim 1536) are 480P models; 14B ones (and A14B) 720P.
         let small =
@@ -61,23 +69,77 @@ impl Family {
         Self {
             fps: if wan22_vae { 24 } else { 16 },
             max_area,
-            // The published recipes: A14B samples 40 steps at 3.5, the others 50 at 5.0.
-            steps: if index.boundary_ratio.is_some() {
-                40
-            } else {
-                50
-            },
-            guidance: if index.boundary_ratio.is_some() {
-                3.5
-            } else {
-                5.0
-            },
+            // The published recipes: Wan2.2-I2V-A14B samples 40 steps at 3.5 for both experts
+            // (Wan-AI's i2v_A14B config: sample_guide_scale = (3.5, 3.5), sample_steps = 40);
+            // the others 50 at 5.0 (diffusers' examples).
+            steps: if two_experts { 40 } else { 50 },
+            guidance: if two_experts { 3.5 } else { 5.0 },
+            guidance_2: two_experts.then_some(3.5),
         }
     }
 }
 
+/// Whether the checkpoint has two experts (Wan2.2 A14B), so takes a second guidance scale.
+pub fn takes_guidance_2(index: &ModelIndex) -> bool {
+    index.boundary_ratio.is_some() && index.has("transformer_2")
+}
+
+/// The seed model id a pipeline class serves: i2v from `WanImageToVideoPipeline`, r2v from
+/// `WanVACEPipeline`; a text-only `WanPipeline` serves neither (both ids take images).
+pub fn model_served_by(class: PipelineClass) -> Option<ModelId> {
+    match class {
+        PipelineClass::ImageToVideo => Some(ModelId::HhI2v),
+        PipelineClass::Vace => Some(ModelId::HhR2v),
+        PipelineClass::TextToVideo => None,
+    }
+}
+
+/// `model_index.json`'s `_class_name` of a pipeline class, for messages.
+pub fn class_name(class: PipelineClass) -> &'static str {
+    match class {
+        PipelineClass::TextToVideo => "WanPipeline",
+        PipelineClass::ImageToVideo => "WanImageToVideoPipeline",
+        PipelineClass::Vace => "WanVACEPipeline",
+    }
+}
+
+/// Refuses settings the checkpoint cannot honour, naming the setting and the rule.
+pub fn check_settings(index: &ModelIndex, settings: &WanSettings) -> anyhow::Result<()> {
+    if settings.steps == Some(0) {
+        anyhow::bail!("steps must be >= 1");
+    }
+    for (name, value) in [
+        ("guidance", settings.guidance),
+        ("guidance_2", settings.guidance_2),
+    ] {
+        if let Some(v) = value {
+            ensure!(
+                v.is_finite() && v >= 0.0,
+                "{name} must be a finite number >= 0, got {v}"
+            );
+        }
+    }
+    if let Some(g2) = settings.guidance_2 {
+        ensure!(
+            takes_guidance_2(index),
+            "guidance_2 needs a checkpoint with two experts (Wan2.2 A14B: transformer_2 and \
+             boundary_ratio in model_index.json); {} has one transformer",
+            index.dir.display()
+        );
+        // diffusers turns classifier-free guidance on or off for both experts by `guidance`.
+        if let Some(g) = settings.guidance {
+            ensure!(
+                g > 1.0 || g2 <= 1.0,
+                "guidance_2 {g2} would have no effect: guidance {g} <= 1 turns classifier-free \
+                 guidance off for both experts; set guidance above 1"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub struct WanEngine {
-    pipeline: WanPipeline,
+    pipeline: Arc<WanPipeline>,
     checkpoint: String,
     settings: WanSettings,
     family: Family,
@@ -86,15 +148,50 @@ pub struct WanEngine {
 impl WanEngine {
     /// Load a diffusers model directory (f32; CUDA when built with it and available).
     pub fn load(model_dir: &Path, settings: WanSettings) -> anyhow::Result<Self> {
+        check_settings(&ModelIndex::read(model_dir)?, &settings)?;
         let device = Device::Cpu;
         let pipeline = WanPipeline::load(model_dir, DType::F32, &device)?;
+        Self::from_pipeline(Arc::new(pipeline), settings)
+    }
+
+    /// An engine over an already loaded pipeline, so several settings can share one
+    /// checkpoint's weights.
+    pub fn from_pipeline(
+        pipeline: Arc<WanPipeline>,
+        settings: WanSettings,
+    ) -> anyhow::Result<Self> {
+        check_settings(pipeline.index(), &settings)?;
         let family = Family::of(&pipeline);
         Ok(Self {
+            checkpoint: pipeline.index().dir.display().to_string(),
             pipeline,
-            checkpoint: model_dir.display().to_string(),
             settings,
             family,
         })
+    }
+
+    /// The seed model id this checkpoint serves, if any.
+    pub fn served_model(&self) -> Option<ModelId> {
+        model_served_by(self.pipeline.index().class)
+    }
+
+    /// The guidance scales a run uses: (guidance, the low-noise expert's for two-expert
+    /// checkpoints). A given `guidance_2` wins; else a given `guidance` applies to both experts
+    /// (diffusers' rule); else the family's recipe.
+    pub fn guidance_scales(&self) -> (f64, Option<f64>) {
+        let guidance = self.settings.guidance.unwrap_or(self.family.guidance);
+        let guidance_2 = self.family.guidance_2.map(|recipe| {
+            self.settings
+                .guidance_2
+                .or(self.settings.guidance)
+                .unwrap_or(recipe)
+        });
+        (guidance, guidance_2)
+    }
+
+    /// Denoising steps a run takes.
+    pub fn steps(&self) -> usize {
+        self.settings.steps.unwrap_or(self.family.steps)
     }
 
     pub fn pipeline(&self) -> &WanPipeline {
@@ -138,14 +235,13 @@ impl WanEngine {
 
     fn run(&self, input: &EngineInput<'_>, ctx: &mut RunContext<'_>) -> anyhow::Result<()> {
         let class = self.pipeline.index().class;
-        match (input.request.model, class) {
-            (ModelId::HhI2v, PipelineClass::ImageToVideo) => {}
-            (ModelId::HhR2v, PipelineClass::Vace) => {}
-            (model, class) => anyhow::bail!(
-                "checkpoint {} is a {class:?} pipeline and cannot serve {model}",
-                self.checkpoint
-            ),
-        }
+        let model = input.request.model;
+        ensure!(
+            self.served_model() == Some(model),
+            "checkpoint {} is a {} ({class:?}) and cannot serve {model}",
+            self.checkpoint,
+            class_name(class)
+        );
         let geometry = input.geometry;
         let (width, height) = self.generation_size(geometry.width, geometry.height);
         let num_frames = self.generation_frames(geometry.frames, geometry.fps);
@@ -196,8 +292,8 @@ impl WanEngine {
             .negative_prompt
             .as_deref()
             .unwrap_or(DEFAULT_NEGATIVE_PROMPT);
-        let guidance = self.settings.guidance.unwrap_or(self.family.guidance);
-        let steps = self.settings.steps.unwrap_or(self.family.steps);
+        let (guidance, guidance_2) = self.guidance_scales();
+        let steps = self.steps();
         let args = GenerateArgs {
             prompt_embeds: self.pipeline.encode_prompt(&input.request.prompt)?,
             negative_prompt_embeds: match guidance > 1.0 {
@@ -210,7 +306,7 @@ impl WanEngine {
             num_frames,
             steps,
             guidance_scale: guidance,
-            guidance_scale_2: None,
+            guidance_scale_2: guidance_2,
             latents,
             image_embeds: match input.images.first() {
                 Some(first) if class == PipelineClass::ImageToVideo => {

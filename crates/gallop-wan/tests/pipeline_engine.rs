@@ -1,6 +1,7 @@
-//! `WanEngine` through the `gallop_engine::Engine` trait on the tiny TI2V-5B-style checkpoint:
-//! the test path (exact size, frames, noise from a file) reproduces diffusers' frames; the
-//! default path maps the seeds' geometry onto the checkpoint.
+//! `WanEngine` through the `gallop_engine::Engine` trait on the tiny checkpoints: the test path
+//! (exact size, frames, noise from a file) reproduces diffusers' frames (TI2V-5B-style, A14B-style
+//! with a guidance scale per expert, VACE); the default path maps the seeds' geometry onto the
+//! checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -80,7 +81,7 @@ fn test_path_reproduces_diffusers_frames() {
         num_frames: Some(5),
         init_noise: Some(dir.join("inputs.safetensors")),
         dump_frames: Some(dump_path.clone()),
-        conditioning_scale: None,
+        ..Default::default()
     };
     let engine = WanEngine::load(&dir.join("model"), settings).unwrap();
     let info = engine.info();
@@ -252,6 +253,7 @@ fn r2v_references_reproduce_diffusers_frames() {
         init_noise: Some(dir.join("inputs.safetensors")),
         dump_frames: Some(dump_path.clone()),
         conditioning_scale: call["conditioning_scale"].as_f64(),
+        ..Default::default()
     };
     let engine = WanEngine::load(&case_dir("vace").join("model"), settings).unwrap();
     let refs = [
@@ -301,4 +303,131 @@ fn r2v_references_reproduce_diffusers_frames() {
         .unwrap();
     let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-3, "r2v frames differ from diffusers by {diff}");
+}
+
+/// Max abs difference between the frames dumped to `path` and a fixture's diffusers frames.
+fn max_diff_from_diffusers(path: &Path, case: &Path) -> f32 {
+    let dumped = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let expected = candle_core::safetensors::load(case.join("outputs.safetensors"), &Device::Cpu)
+        .unwrap()["frames"]
+        .clone();
+    (&dumped["frames"] - &expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Runs the A14B-style fixture's call through the engine with `guidance_2`; returns the max
+/// abs difference from diffusers' frames (made with guidance_scale 3.5, guidance_scale_2 2.0).
+fn a14b_run(guidance_2: Option<f64>) -> f32 {
+    let dir = case_dir("a14b");
+    let call: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let dump = tempfile::tempdir().unwrap();
+    let dump_path = dump.path().join("frames.safetensors");
+    let settings = WanSettings {
+        steps: Some(call["num_inference_steps"].as_u64().unwrap() as usize),
+        guidance: call["guidance_scale"].as_f64(),
+        guidance_2,
+        size: Some((48, 32)),
+        num_frames: Some(5),
+        init_noise: Some(dir.join("inputs.safetensors")),
+        dump_frames: Some(dump_path.clone()),
+        ..Default::default()
+    };
+    let engine = WanEngine::load(&dir.join("model"), settings).unwrap();
+    let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
+    let mut request = request(call["negative_prompt"].as_str().unwrap());
+    request.prompt = call["prompt"].as_str().unwrap().to_string();
+    let geometry = Geometry {
+        width: 48,
+        height: 32,
+        fps: 24,
+        frames: 5,
+    };
+    let (result, frames, _) = run(&engine, &request, &image, geometry, false);
+    result.unwrap();
+    assert_eq!(frames.len(), 5);
+    max_diff_from_diffusers(&dump_path, &dir)
+}
+
+/// `guidance_2` reaches the low-noise expert: with the fixture's two scales the engine matches
+/// diffusers; with `guidance` for both experts it does not.
+#[test]
+fn a14b_guidance_2_reaches_the_second_expert() {
+    let call: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case_dir("a14b").join("case.json")).unwrap())
+            .unwrap();
+    let guidance_2 = call["guidance_scale_2"].as_f64().unwrap();
+    assert_ne!(Some(guidance_2), call["guidance_scale"].as_f64());
+    let diff = a14b_run(Some(guidance_2));
+    assert!(diff < 1e-3, "A14B frames differ from diffusers by {diff}");
+    let diff = a14b_run(None);
+    assert!(
+        diff > 1e-2,
+        "without guidance_2 the frames must differ from diffusers' two-scale run, got {diff}"
+    );
+}
+
+/// Without settings, an A14B checkpoint runs the published Wan2.2-I2V-A14B recipe (40 steps,
+/// 3.5 for both experts); a given `guidance` applies to both experts unless `guidance_2` is
+/// given; one-transformer checkpoints have no second scale.
+#[test]
+fn guidance_defaults_follow_the_recipes() {
+    let a14b = case_dir("a14b").join("model");
+    let engine = WanEngine::load(&a14b, WanSettings::default()).unwrap();
+    assert_eq!(engine.guidance_scales(), (3.5, Some(3.5)));
+    assert_eq!(engine.steps(), 40);
+    let with = |guidance, guidance_2| {
+        let settings = WanSettings {
+            guidance,
+            guidance_2,
+            ..Default::default()
+        };
+        WanEngine::load(&a14b, settings).unwrap().guidance_scales()
+    };
+    assert_eq!(with(Some(5.0), None), (5.0, Some(5.0)));
+    assert_eq!(with(None, Some(2.0)), (3.5, Some(2.0)));
+    assert_eq!(with(Some(4.0), Some(2.0)), (4.0, Some(2.0)));
+
+    let ti2v = WanEngine::load(&case_dir("ti2v").join("model"), WanSettings::default()).unwrap();
+    assert_eq!(ti2v.guidance_scales(), (5.0, None));
+    assert_eq!(ti2v.steps(), 50);
+}
+
+#[test]
+fn guidance_2_is_refused_where_it_cannot_apply() {
+    let settings = WanSettings {
+        guidance_2: Some(2.0),
+        ..Default::default()
+    };
+    let err = WanEngine::load(&case_dir("ti2v").join("model"), settings)
+        .err()
+        .expect("a one-transformer checkpoint refuses guidance_2")
+        .to_string();
+    assert!(
+        err.contains("guidance_2") && err.contains("one transformer"),
+        "{err}"
+    );
+
+    // Guidance off (<= 1) turns classifier-free guidance off for both experts, as in diffusers.
+    let settings = WanSettings {
+        guidance: Some(1.0),
+        guidance_2: Some(3.0),
+        ..Default::default()
+    };
+    let err = WanEngine::load(&case_dir("a14b").join("model"), settings)
+        .err()
+        .expect("guidance_2 without guidance is refused")
+        .to_string();
+    assert!(
+        err.contains("guidance_2 3") && err.contains("guidance 1 <= 1"),
+        "{err}"
+    );
 }
