@@ -173,7 +173,7 @@ impl ClipVisionEncoder {
     /// Build from an `image_encoder/` folder: `config.json` plus safetensors.
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config = ClipVisionConfig::from_dir(dir)?;
-        let vb = crate::weights::var_builder(dir, dtype, device)?;
+        let vb = crate::weights::read_var_builder(dir, dtype, device)?;
         Self::new(config, vb)
             .with_context(|| format!("loading image encoder from {}", dir.display()))
     }

@@ -280,7 +280,7 @@ impl T5Encoder {
     /// Build from a `text_encoder/` folder: `config.json` plus safetensors (sharded or not).
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config: T5Config = crate::weights::read_config(dir)?;
-        let vb = crate::weights::var_builder(dir, dtype, device)?;
+        let vb = crate::weights::read_var_builder(dir, dtype, device)?;
         Self::new(config, vb)
             .with_context(|| format!("loading text encoder from {}", dir.display()))
     }

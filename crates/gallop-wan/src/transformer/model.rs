@@ -77,7 +77,7 @@ impl WanTransformer {
     /// any float weight dtype is converted to `dtype` (use f32 on CPU).
     pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config: TransformerConfig = crate::weights::read_config(model_dir)?;
-        let vb = crate::weights::var_builder(model_dir, dtype, device)?;
+        let vb = crate::weights::read_var_builder(model_dir, dtype, device)?;
         Self::new(config, vb)
             .with_context(|| format!("loading transformer from {}", model_dir.display()))
     }
