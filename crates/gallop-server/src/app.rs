@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use gallop_api::ModelId;
-use gallop_engine::{Engine, PreviewEngine};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -101,15 +99,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let signer = UrlSigner::load_or_create(&config.data_dir, &public_url)
         .with_context(|| format!("signing key in {}", config.data_dir.display()))?;
 
-    let engine: Arc<dyn Engine> = match &config.engine {
-        Some(configured) => configured.0.clone(),
-        None => Arc::new(PreviewEngine),
-    };
-    let engines = ModelId::ALL.map(|m| (m, engine.info())).to_vec();
     let worker = Worker::spawn(
         store.clone(),
         storage.clone(),
-        engine,
+        config.engines.clone(),
         WorkerConfig {
             concurrency: config.workers.max(1),
             job_timeout: config.job_timeout,
@@ -131,7 +124,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         sync_wait: config.sync_wait,
         body_limit: config.body_limit,
         url_ttl: config.url_ttl,
-        engines,
+        engines: config.engines.clone(),
         closing: tokio::sync::watch::channel(false).0,
     });
     let observer = tokio::spawn(observe_job_ends(state.clone()));

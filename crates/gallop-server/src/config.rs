@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engines::EngineMap;
+
 /// Everything `run` needs to start one gallop server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -29,19 +31,9 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How long a signed result URL stays valid.
     pub url_ttl: Duration,
-    /// The engine that generates (`gallop serve --model-dir`); None: the motion preview, which
-    /// then serves and says so.
-    pub engine: Option<ConfiguredEngine>,
-}
-
-/// An engine chosen by the operator, shared by the worker's runs.
-#[derive(Clone)]
-pub struct ConfiguredEngine(pub std::sync::Arc<dyn gallop_engine::Engine>);
-
-impl std::fmt::Debug for ConfiguredEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.0.info())
-    }
+    /// Which engine serves each model id (`gallop serve --model-dir` or `--config`); the
+    /// default, nothing configured, is the motion preview for every id, which says so.
+    pub engines: EngineMap,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -61,7 +53,7 @@ impl Default for ServerConfig {
             queue_limit: 100,
             body_limit: DEFAULT_BODY_LIMIT,
             url_ttl: Duration::from_secs(24 * 3600),
-            engine: None,
+            engines: EngineMap::preview(),
         }
     }
 }

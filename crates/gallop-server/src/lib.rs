@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod engines;
 pub mod fetch;
 pub mod http;
 pub mod signing;
@@ -12,3 +13,4 @@ pub mod worker;
 
 pub use app::{RunningServer, run, start};
 pub use config::ServerConfig;
+pub use engines::EngineMap;

@@ -15,10 +15,11 @@ use gallop_api::GenerationRequest;
 use gallop_engine::render::{
     RenderHooks, RenderOptions, decode_request_images, image_field, render_video,
 };
-use gallop_engine::{Engine, EngineError, Progress};
+use gallop_engine::{EngineError, Progress};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::engines::EngineMap;
 use crate::fetch::{FetchPolicy, fetch_image};
 use crate::storage::{Storage, StorageError, upload_id_of_uri};
 use crate::store::{Claim, Failure, JobStore, Lease, LeaseState, error_code};
@@ -81,7 +82,7 @@ pub struct Worker {
 struct Shared {
     store: Arc<dyn JobStore>,
     storage: Storage,
-    engine: Arc<dyn Engine>,
+    engines: EngineMap,
     config: WorkerConfig,
     wake: Arc<Notify>,
 }
@@ -92,7 +93,7 @@ impl Worker {
     pub fn spawn(
         store: Arc<dyn JobStore>,
         storage: Storage,
-        engine: Arc<dyn Engine>,
+        engines: EngineMap,
         config: WorkerConfig,
     ) -> Worker {
         let (stop, _) = watch::channel(false);
@@ -119,7 +120,7 @@ impl Worker {
         let shared = Arc::new(Shared {
             store,
             storage,
-            engine,
+            engines,
             config,
             wake: wake.clone(),
         });
@@ -348,6 +349,12 @@ async fn attempt(
             );
         }
     };
+    // Submits for a model nothing serves are refused, but a job queued under another
+    // configuration may meet a server that no longer serves its model.
+    let Some(engine) = shared.engines.engine_for(request.model).cloned() else {
+        let why = shared.engines.refusal(request.model).unwrap_or_default();
+        return final_failure(error_code::BAD_INPUT, why);
+    };
     // Fetch inputs.
     let mut bytes = Vec::with_capacity(request.images.len());
     for (i, uri) in request.images.iter().enumerate() {
@@ -388,7 +395,7 @@ async fn attempt(
         .seed
         .unwrap_or_else(gallop_engine::render::random_seed);
     request.seed = Some(seed);
-    let engine_json = serde_json::to_value(shared.engine.info()).unwrap_or_default();
+    let engine_json = serde_json::to_value(engine.info()).unwrap_or_default();
     let store = shared.store.clone();
     let l = lease.clone();
     match tokio::task::spawn_blocking(move || store.set_run_info(&l, seed, &engine_json)).await {
@@ -400,7 +407,6 @@ async fn attempt(
 
     let cancel = Arc::new(AtomicBool::new(false));
     let (progress_tx, mut progress_rx) = watch::channel(None::<Progress>);
-    let engine = shared.engine.clone();
     let options = shared.config.render.clone();
     let run_cancel = cancel.clone();
     let mut run = tokio::task::spawn_blocking(move || {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use gallop_api::{GenerationRequest, ModelId, Resolution};
 use gallop_engine::PreviewEngine;
+use gallop_server::EngineMap;
 use gallop_server::storage::Storage;
 use gallop_server::store::{JobStatus, JobStore, NewJob, SqliteStore, StoreConfig};
 use gallop_server::worker::{Worker, WorkerConfig};
@@ -41,7 +42,7 @@ fn run_child(dir: &Path) -> ! {
         let _worker = Worker::spawn(
             store,
             storage,
-            Arc::new(PreviewEngine),
+            EngineMap::every_model(Arc::new(PreviewEngine)),
             WorkerConfig {
                 concurrency: 1,
                 poll_interval: Duration::from_millis(50),

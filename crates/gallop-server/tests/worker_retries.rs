@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use gallop_api::{GenerationRequest, ModelId, Resolution};
 use gallop_engine::{Engine, EngineError, EngineInfo, EngineInput, PreviewEngine, RunContext};
+use gallop_server::EngineMap;
 use gallop_server::storage::Storage;
 use gallop_server::store::{
     Job, JobStatus, JobStore, NewJob, SqliteStore, StoreConfig, error_code,
@@ -82,10 +83,10 @@ async fn run(failures: u32, panic: bool, max_attempts: u32) -> (Job, Storage, te
     let worker = Worker::spawn(
         store.clone(),
         storage.clone(),
-        Arc::new(FailingFirst {
+        EngineMap::every_model(Arc::new(FailingFirst {
             failures: AtomicU32::new(failures),
             panic,
-        }),
+        })),
         WorkerConfig {
             poll_interval: Duration::from_millis(25),
             progress_interval: Duration::from_millis(100),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use gallop_api::{GenerationRequest, ModelId, Resolution};
 use gallop_engine::PreviewEngine;
+use gallop_server::EngineMap;
 use gallop_server::storage::Storage;
 use gallop_server::store::{
     CancelOutcome, Job, JobStatus, JobStore, NewJob, SqliteStore, StoreConfig, error_code,
@@ -45,7 +46,7 @@ fn spawn(s: &Setup, config: WorkerConfig) -> Worker {
     Worker::spawn(
         s.store.clone(),
         s.storage.clone(),
-        Arc::new(PreviewEngine),
+        EngineMap::every_model(Arc::new(PreviewEngine)),
         config,
     )
 }
@@ -462,4 +463,29 @@ async fn a_second_worker_on_the_same_data_dir_does_not_take_running_jobs() {
     let job = wait_for(&s.store, &id, Duration::from_secs(180), ended).await;
     assert_eq!((job.status, job.attempt), (JobStatus::Completed, 1));
     third.stop().await;
+}
+
+/// A job queued under another configuration (say, before a restart that dropped its model's
+/// checkpoint) fails at once with the reason, instead of running on some other engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_a_model_no_longer_served_fails_naming_it() {
+    let s = setup();
+    let mut request = i2v(data_uri(&png(640, 480)), 3, Some(1));
+    request.model = ModelId::HhR2v;
+    let id = submit(&s.store, "acme", &request);
+    let _worker = Worker::spawn(
+        s.store.clone(),
+        s.storage.clone(),
+        EngineMap::configured(vec![(ModelId::HhI2v, Arc::new(PreviewEngine) as _)]),
+        worker_config(),
+    );
+    let job = wait_for(&s.store, &id, Duration::from_secs(60), ended).await;
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    assert_eq!(job.error_code.as_deref(), Some(error_code::BAD_INPUT));
+    let message = job.error_message.unwrap_or_default();
+    assert!(
+        message.contains("model alibaba/hh1.1-r2v is not served here"),
+        "{message}"
+    );
+    assert_eq!(job.attempt, 1, "a refusal is final, not retried");
 }

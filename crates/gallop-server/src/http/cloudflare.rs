@@ -144,6 +144,7 @@ async fn submit(
     account: &str,
     request: &GenerationRequest,
 ) -> Result<Job, ApiError> {
+    state.check_served(request)?;
     let submitted = state
         .submit(account, request, None)
         .await

@@ -123,6 +123,9 @@ pub async fn create(
             .unwrap_or(StatusCode::BAD_REQUEST);
         ds
     })?;
+    if let Err(e) = state.check_served(&request) {
+        return Err(DsError::new(DashScopeErrorCode::ModelNotFound, e.message));
+    }
     let submitted = state
         .submit(&account, &request, None)
         .await

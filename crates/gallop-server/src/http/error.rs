@@ -86,6 +86,11 @@ impl ApiError {
         )
     }
 
+    /// A known model this server has no engine for (see `EngineMap::refusal`).
+    pub fn model_not_served(why: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code::NO_SUCH_MODEL, why)
+    }
+
     pub fn unauthorized(why: &str) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

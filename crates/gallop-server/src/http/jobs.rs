@@ -51,6 +51,7 @@ pub async fn create(
         }
     };
 
+    state.check_served(&request)?;
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {

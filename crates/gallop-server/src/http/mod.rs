@@ -25,10 +25,10 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gallop_api::{GenerationRequest, ModelId};
-use gallop_engine::EngineInfo;
+use gallop_api::GenerationRequest;
 use tower_http::trace::TraceLayer;
 
+use crate::engines::EngineMap;
 use crate::signing::UrlSigner;
 use crate::storage::Storage;
 use crate::store::{Idempotency, Job, JobStatus, JobStore, NewJob, StoreError, Submitted};
@@ -50,8 +50,9 @@ pub struct AppState {
     pub body_limit: usize,
     /// Lifetime of a result link, counted from the job's end.
     pub url_ttl: Duration,
-    /// Which engine serves each model id (reported by `/v1/models`).
-    pub engines: Vec<(ModelId, EngineInfo)>,
+    /// Which engine serves each model id: `/v1/models` reports it, submits for an id nothing
+    /// serves are refused.
+    pub engines: EngineMap,
     /// Set when the server shuts down: long waits (sync runs, event streams) end early so the
     /// graceful shutdown is not held up by them.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -172,6 +173,14 @@ pub fn store_error(e: StoreError) -> ApiError {
 }
 
 impl AppState {
+    /// Refuses a request for a model nothing serves here, before it is queued.
+    pub fn check_served(&self, request: &GenerationRequest) -> Result<(), ApiError> {
+        match self.engines.refusal(request.model) {
+            Some(why) => Err(ApiError::model_not_served(&why)),
+            None => Ok(()),
+        }
+    }
+
     /// Queues a validated request for `account`.
     pub async fn submit(
         &self,

@@ -11,14 +11,17 @@ use super::auth::Account;
 use super::error::{ApiError, code};
 use super::{SharedState, openapi, with_store};
 
-/// `GET /v1/models`: each id and the engine that serves it. The preview engine says so.
+/// `GET /v1/models`: each id and the engine and checkpoint that serve it. The preview engine
+/// says so; an id nothing serves is listed with `served: false` and why.
 pub async fn models(State(state): State<SharedState>, _: Account) -> Json<Value> {
     let models: Vec<Value> = state
         .engines
-        .iter()
-        .map(|(model, info)| {
-            json!({
+        .infos()
+        .into_iter()
+        .map(|(model, info)| match info {
+            Some(info) => json!({
                 "id": model.as_str(),
+                "served": true,
                 "engine": info.engine,
                 "checkpoint": info.checkpoint,
                 "note": if info.engine == "preview" {
@@ -26,7 +29,14 @@ pub async fn models(State(state): State<SharedState>, _: Account) -> Json<Value>
                 } else {
                     "neural model"
                 },
-            })
+            }),
+            None => json!({
+                "id": model.as_str(),
+                "served": false,
+                "engine": null,
+                "checkpoint": null,
+                "note": state.engines.refusal(model),
+            }),
         })
         .collect();
     Json(json!({ "models": models }))
