@@ -67,6 +67,10 @@ pub struct Args {
     /// Debug (--model-dir): classifier-free guidance scale (1 turns guidance off).
     #[arg(long)]
     guidance: Option<f64>,
+    /// Debug (--model-dir), two-expert (A14B) checkpoints only: the low-noise expert's guidance
+    /// scale (default: --guidance if given, else the family's recipe, 3.5).
+    #[arg(long)]
+    guidance_2: Option<f64>,
     /// Debug (--model-dir): generate and output exactly this width (with --height); the public
     /// minimum image size does not apply then.
     #[arg(long, requires = "height")]
@@ -98,6 +102,7 @@ impl Args {
         gallop_wan::WanSettings {
             steps: self.steps,
             guidance: self.guidance,
+            guidance_2: self.guidance_2,
             size: self
                 .width
                 .zip(self.height)
@@ -148,12 +153,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.model_dir.is_none()
         && (args.steps.is_some()
             || args.guidance.is_some()
+            || args.guidance_2.is_some()
             || args.width.is_some()
             || args.num_frames.is_some()
             || args.init_noise.is_some())
     {
         bail!(
-            "--steps, --guidance, --width, --height, --num-frames and --init-noise need --model-dir"
+            "--steps, --guidance, --guidance-2, --width, --height, --num-frames and --init-noise \
+             need --model-dir"
         );
     }
     // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.

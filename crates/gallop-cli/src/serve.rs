@@ -1,11 +1,15 @@
-//! `gallop serve`: the HTTP service over the job store, the worker and result storage.
+//! `gallop serve`: the HTTP service over the job store, the worker and result storage, with the
+//! Wan checkpoints that serve each model id (`--config` or `--model-dir`), or the motion preview
+//! when none is configured.
+
+mod checkpoints;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gallop_server::ServerConfig;
 use gallop_server::config::DEFAULT_ADDR;
+use gallop_server::{EngineMap, ServerConfig};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,8 +37,13 @@ pub struct Args {
     /// Queued jobs accepted before new ones get 429 (code 3040).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     queue_limit: u32,
-    /// A Wan checkpoint in the diffusers layout that serves the models its pipeline supports;
-    /// without it the motion preview serves (and says so).
+    /// A TOML file naming the Wan checkpoint (and optional steps, guidance, guidance_2) that
+    /// serves each model id; ids it does not name are refused. See README.md.
+    #[arg(long, conflicts_with = "model_dir")]
+    config: Option<PathBuf>,
+    /// One Wan checkpoint in the diffusers layout; it serves the model id its pipeline supports
+    /// (WanImageToVideoPipeline: alibaba/hh1-i2v, WanVACEPipeline: alibaba/hh1.1-r2v). Without
+    /// --model-dir or --config the motion preview serves every id (and says so).
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// With --model-dir: denoising steps instead of the checkpoint family's default.
@@ -43,6 +52,35 @@ pub struct Args {
     /// With --model-dir: classifier-free guidance scale instead of the family's default.
     #[arg(long, requires = "model_dir")]
     guidance: Option<f64>,
+    /// With --model-dir, two-expert (A14B) checkpoints: the low-noise expert's guidance scale
+    /// (default: --guidance if given, else the family's recipe).
+    #[arg(long, requires = "model_dir")]
+    guidance_2: Option<f64>,
+}
+
+/// The engine for each model id the operator configured; empty for the preview.
+fn configured_engines(
+    args: &Args,
+) -> anyhow::Result<
+    Vec<(
+        gallop_api::ModelId,
+        std::sync::Arc<dyn gallop_engine::Engine>,
+    )>,
+> {
+    let checkpoints = match (&args.config, &args.model_dir) {
+        (Some(path), _) => checkpoints::read_config(path)?,
+        (None, Some(dir)) => vec![checkpoints::shorthand(
+            dir,
+            gallop_wan::WanSettings {
+                steps: args.steps,
+                guidance: args.guidance,
+                guidance_2: args.guidance_2,
+                ..Default::default()
+            },
+        )?],
+        (None, None) => Vec::new(),
+    };
+    checkpoints::load(checkpoints)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -58,24 +96,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         anyhow::bail!("--public-url must start with http:// or https://, got {url:?}");
     }
-    let engine = match &args.model_dir {
-        Some(dir) => Some(gallop_server::config::ConfiguredEngine(
-            std::sync::Arc::new(
-                gallop_wan::WanEngine::load(
-                    dir,
-                    gallop_wan::WanSettings {
-                        steps: args.steps,
-                        guidance: args.guidance,
-                        ..Default::default()
-                    },
-                )
-                .map_err(|e| anyhow::anyhow!("--model-dir {}: {e:#}", dir.display()))?,
+    let engines = EngineMap::configured(configured_engines(&args)?);
+    for (model, info) in engines.infos() {
+        match info {
+            Some(info) if info.engine == "preview" => {
+                println!("{model}: motion preview (no checkpoint configured; not the neural model)")
+            }
+            Some(info) => println!(
+                "{model}: {} engine, checkpoint {}",
+                info.engine,
+                info.checkpoint.unwrap_or_default()
             ),
-        )),
-        None => None,
-    };
+            None => {
+                println!("{model}: not served (no checkpoint configured; requests are refused)")
+            }
+        }
+    }
     let config = ServerConfig {
-        engine,
+        engines,
         addr: args.addr,
         data_dir: args.data_dir,
         public_url: args.public_url,

@@ -149,9 +149,13 @@ impl WanEngine {
     /// Load a diffusers model directory (f32; CUDA when built with it and available).
     pub fn load(model_dir: &Path, settings: WanSettings) -> anyhow::Result<Self> {
         check_settings(&ModelIndex::read(model_dir)?, &settings)?;
+        Self::from_pipeline(Self::load_pipeline(model_dir)?, settings)
+    }
+
+    /// Load a checkpoint's pipeline as engines run it, to share among engines.
+    pub fn load_pipeline(model_dir: &Path) -> anyhow::Result<Arc<WanPipeline>> {
         let device = Device::Cpu;
-        let pipeline = WanPipeline::load(model_dir, DType::F32, &device)?;
-        Self::from_pipeline(Arc::new(pipeline), settings)
+        Ok(Arc::new(WanPipeline::load(model_dir, DType::F32, &device)?))
     }
 
     /// An engine over an already loaded pipeline, so several settings can share one
