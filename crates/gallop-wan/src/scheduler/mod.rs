@@ -6,6 +6,7 @@
 mod flow_euler;
 mod numpy;
 mod unipc;
+mod unipc_coefficients;
 
 use std::path::Path;
 

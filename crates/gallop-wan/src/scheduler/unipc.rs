@@ -1,17 +1,15 @@
 //! diffusers' `UniPCMultistepScheduler` in the configuration Wan ships: flow prediction on flow
 //! sigmas with a shift, data (x0) prediction, B(h) variants, the UniC corrector after every step
 //! but the first, and lower order at the end. The sigma schedule is float64 as numpy builds it,
-//! stored as float32 as diffusers stores it; the step coefficients are computed in float64 from
-//! those sigmas and applied in the tensors' dtype. (diffusers computes them in float32 with
-//! torch's SLEEF log/expm1; in float32 its own trajectory moves by ~1e-6 when only the log
-//! implementation changes, so float64 coefficients are the reproducible choice. With float64
-//! tensors this matches diffusers run in float64 to ~1e-12.)
+//! stored as float32 as diffusers stores it. The step coefficients are computed op by op in the
+//! tensors' float type, as diffusers does (see `unipc_coefficients`), and applied in that dtype.
 
 use anyhow::{Context, bail, ensure};
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use super::numpy::{linspace, shift_sigma};
+use super::unipc_coefficients::{Coefficients, Step, coefficients};
 use super::{div_scalar, scale};
 
 /// The `scheduler_config.json` fields this scheduler reads; the rest are ignored.
@@ -149,11 +147,6 @@ pub struct UniPcScheduler {
     last_sample: Option<Tensor>,
 }
 
-/// log(alpha) - log(sigma) of a flow sigma (alpha = 1 - sigma).
-fn lambda(sigma: f64) -> f64 {
-    (1.0 - sigma).ln() - sigma.ln()
-}
-
 impl UniPcScheduler {
     pub fn new(config: UniPcConfig) -> anyhow::Result<Self> {
         config.validate()?;
@@ -268,44 +261,36 @@ impl UniPcScheduler {
             .context("scheduler: missing an earlier model output")
     }
 
-    /// The B(h) coefficients shared by predictor and corrector for step size `h`.
-    fn coefficients(&self, h: f64, order: usize) -> Coefficients {
-        let hh = -h;
-        let h_phi_1 = hh.exp_m1();
-        let b_h = if self.config.is_bh1() {
-            hh
-        } else {
-            hh.exp_m1()
-        };
-        let mut h_phi_k = h_phi_1 / hh - 1.0;
-        let mut factorial = 1u32;
-        let mut b = Vec::with_capacity(order);
-        for i in 1..=order as u32 {
-            b.push(h_phi_k * factorial as f64 / b_h);
-            factorial *= i + 1;
-            h_phi_k = h_phi_k / hh - 1.0 / factorial as f64;
+    /// The coefficients of one update, computed in the float type diffusers would use: float64
+    /// for float64 tensors, float32 otherwise (its sigmas are float32).
+    fn coefficients(&self, step: Step, dtype: DType) -> Coefficients {
+        match dtype {
+            DType::F64 => coefficients::<f64>(step),
+            _ => coefficients::<f32>(step),
         }
-        Coefficients { h_phi_1, b_h, b }
     }
 
     /// UniP: extrapolate from the sample at sigma[i] to sigma[i+1].
     fn predictor(&self, x: &Tensor, order: usize) -> anyhow::Result<Tensor> {
         let i = self.step_index;
-        let (sigma_t, sigma_s0) = (self.sigmas[i + 1] as f64, self.sigmas[i] as f64);
-        let alpha_t = 1.0 - sigma_t;
-        let lambda_s0 = lambda(sigma_s0);
-        let h = lambda(sigma_t) - lambda_s0;
+        let step = Step {
+            sigma_t: self.sigmas[i + 1],
+            sigma_s0: self.sigmas[i],
+            sigma_s1: (order == 2).then(|| self.sigmas[i - 1]),
+            bh1: self.config.is_bh1(),
+            corrector: false,
+        };
+        let c = self.coefficients(step, x.dtype());
         let m0 = self.output(0)?;
-        let c = self.coefficients(h, order);
-        let x_t_ = (scale(x, sigma_t / sigma_s0)? - scale(m0, alpha_t * c.h_phi_1)?)?;
-        if order == 1 {
-            return Ok(x_t_);
+        let x_t_ = (scale(x, c.sample_weight)? - scale(m0, c.x0_weight)?)?;
+        match (c.rk, c.rhos.as_slice()) {
+            (None, []) => Ok(x_t_),
+            (Some(rk), &[rho]) => {
+                let d1 = div_scalar(&(self.output(1)? - m0)?, rk)?;
+                Ok((x_t_ - scale(&scale(&d1, rho)?, c.residual_weight)?)?)
+            }
+            _ => bail!("scheduler: predictor order {order} is not supported"),
         }
-        // Order 2: the one earlier output enters with diffusers' fixed weight 1/2.
-        let rk = (lambda(self.sigmas[i - 1] as f64) - lambda_s0) / h;
-        let d1 = div_scalar(&(self.output(1)? - m0)?, rk)?;
-        let pred_res = scale(&d1, 0.5)?;
-        Ok((x_t_ - scale(&pred_res, alpha_t * c.b_h)?)?)
     }
 
     /// UniC: refine the sample the last predictor produced, now that its model output is known;
@@ -317,36 +302,25 @@ impl UniPcScheduler {
         order: usize,
     ) -> anyhow::Result<Tensor> {
         let i = self.step_index;
-        let (sigma_t, sigma_s0) = (self.sigmas[i] as f64, self.sigmas[i - 1] as f64);
-        let alpha_t = 1.0 - sigma_t;
-        let lambda_s0 = lambda(sigma_s0);
-        let h = lambda(sigma_t) - lambda_s0;
-        let m0 = self.output(0)?;
-        let c = self.coefficients(h, order);
-        let x_t_ = (scale(last_sample, sigma_t / sigma_s0)? - scale(m0, alpha_t * c.h_phi_1)?)?;
-        let d1_t = (model_t - m0)?;
-        let correction = match order {
-            1 => scale(&d1_t, 0.5)?,
-            2 => {
-                let rk = (lambda(self.sigmas[i - 2] as f64) - lambda_s0) / h;
-                let d1 = div_scalar(&(self.output(1)? - m0)?, rk)?;
-                let (rho_0, rho_1) = solve_2x2(rk, c.b[0], c.b[1]);
-                (scale(&d1, rho_0)? + scale(&d1_t, rho_1)?)?
-            }
-            other => bail!("scheduler: corrector order {other} is not supported"),
+        let step = Step {
+            sigma_t: self.sigmas[i],
+            sigma_s0: self.sigmas[i - 1],
+            sigma_s1: (order == 2).then(|| self.sigmas[i - 2]),
+            bh1: self.config.is_bh1(),
+            corrector: true,
         };
-        Ok((x_t_ - scale(&correction, alpha_t * c.b_h)?)?)
+        let c = self.coefficients(step, last_sample.dtype());
+        let m0 = self.output(0)?;
+        let x_t_ = (scale(last_sample, c.sample_weight)? - scale(m0, c.x0_weight)?)?;
+        let d1_t = (model_t - m0)?;
+        let correction = match (c.rk, c.rhos.as_slice()) {
+            (None, &[rho_t]) => scale(&d1_t, rho_t)?,
+            (Some(rk), &[rho_1, rho_t]) => {
+                let d1 = div_scalar(&(self.output(1)? - m0)?, rk)?;
+                (scale(&d1, rho_1)? + scale(&d1_t, rho_t)?)?
+            }
+            _ => bail!("scheduler: corrector order {order} is not supported"),
+        };
+        Ok((x_t_ - scale(&correction, c.residual_weight)?)?)
     }
-}
-
-struct Coefficients {
-    h_phi_1: f64,
-    b_h: f64,
-    b: Vec<f64>,
-}
-
-/// Solve [[1, 1], [rk, 1]] rho = [b0, b1], the order-2 UniC system.
-fn solve_2x2(rk: f64, b0: f64, b1: f64) -> (f64, f64) {
-    let rho_0 = (b0 - b1) / (1.0 - rk);
-    (rho_0, b0 - rho_0)
 }
