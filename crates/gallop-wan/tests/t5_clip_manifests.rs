@@ -1,5 +1,6 @@
 //! The encoders' loaders against the real checkpoints' tensor lists (manifests made on the meta
-//! device from the published configs by scripts/fixtures/encoders.py): every tensor read has the
+//! device from the published configs by scripts/fixtures/encoders.py, which says where each
+//! config comes from): every tensor read has the
 //! manifest's shape, and every manifest tensor is read (or, for CLIP, is one the penultimate-layer
 //! encoder deliberately skips).
 
@@ -23,10 +24,21 @@ fn umt5_xxl_loader_reads_every_encoder_tensor() {
         let (config, weights) =
             TrackedWeights::from_manifest(&manifest(checkpoint, "text_encoder")).unwrap();
         let config: T5Config = serde_json::from_value(config).unwrap();
+        // google/umt5-xxl's published values (see the manifests' "source").
         assert_eq!(
             (config.d_model, config.num_layers, config.num_heads),
             (4096, 24, 64)
         );
+        assert_eq!((config.d_ff, config.d_kv), (10240, 64));
+        assert_eq!(
+            (
+                config.relative_attention_num_buckets,
+                config.relative_attention_max_distance
+            ),
+            (32, 128)
+        );
+        assert_eq!(config.feed_forward_proj, "gated-gelu");
+        assert_eq!(config.model_type, "umt5");
         let encoder =
             T5Encoder::new(config, weights.var_builder(DType::F32, &Device::Cpu)).unwrap();
         assert_eq!(encoder.config().vocab_size, 256384);
@@ -58,6 +70,16 @@ fn clip_vit_h_14_loader_reads_every_tensor_up_to_the_penultimate_layer() {
         ),
         (1280, 32, 14)
     );
+    // laion/CLIP-ViT-H-14-laion2B-s32B-b79K's vision config (see the manifest's "source").
+    assert_eq!(
+        (
+            config.num_attention_heads,
+            config.intermediate_size,
+            config.image_size
+        ),
+        (16, 5120, 224)
+    );
+    assert_eq!(config.hidden_act, "gelu");
     let skipped = ClipVisionEncoder::unused_tensor_prefixes(&config);
     ClipVisionEncoder::new(config, weights.var_builder(DType::F32, &Device::Cpu)).unwrap();
     let unread = weights.unread();
