@@ -34,12 +34,12 @@ fn main() -> anyhow::Result<()> {
     )?)?;
     let mut sample = None;
     for _ in 0..repeat {
-        let (start, cpu) = (Instant::now(), cpu_seconds());
+        let (start, cpu) = (Instant::now(), gallop_wan::testing::process_cpu_seconds());
         sample = Some(model.forward(&inputs)?);
         println!(
             "forward {:.3}s (cpu {:.3}s)",
             start.elapsed().as_secs_f64(),
-            cpu_seconds() - cpu
+            gallop_wan::testing::process_cpu_seconds() - cpu
         );
     }
     let reference = root.join("diffusers_sample.safetensors");
@@ -51,20 +51,4 @@ fn main() -> anyhow::Result<()> {
         println!("relative error vs diffusers {err:.2e}");
     }
     Ok(())
-}
-
-/// User + system CPU seconds of this process (all threads), from /proc/self/stat; wall time alone
-/// misleads when other jobs share the cores.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }

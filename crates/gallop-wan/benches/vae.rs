@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
     };
     let s = vae.config().scale_factor_spatial;
     for run in 0..args.repeat {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), gallop_wan::testing::process_cpu_seconds());
         let shape = if args.encode {
             let frames = 1 + 4 * (t - 1);
             let x = Tensor::rand(-1f32, 1f32, (1, 3, frames, h * s, w * s), &device)?;
@@ -91,9 +91,10 @@ fn main() -> anyhow::Result<()> {
         };
         let what = if args.encode { "encode" } else { "decode" };
         println!(
-            "run {run}: {what} latent [1,{z},{t},{h},{w}] -> {shape:?} tiled={} {:.3}s",
+            "run {run}: {what} latent [1,{z},{t},{h},{w}] -> {shape:?} tiled={} {:.3}s (cpu {:.3}s)",
             args.tiled,
-            start.elapsed().as_secs_f64()
+            start.elapsed().as_secs_f64(),
+            gallop_wan::testing::process_cpu_seconds() - cpu
         );
     }
     Ok(())

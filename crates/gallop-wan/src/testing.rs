@@ -1,4 +1,4 @@
-//! Comparing tensors against golden fixtures.
+//! Comparing tensors against golden fixtures, and measuring for benchmarks.
 
 use candle_core::{DType, Tensor};
 
@@ -21,4 +21,20 @@ pub fn relative_error(actual: &Tensor, expected: &Tensor) -> anyhow::Result<f32>
 pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
     let err = relative_error(actual, expected).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(err < tol, "{name}: relative error {err:e} >= {tol:e}");
+}
+
+/// User + system CPU seconds of this process (all threads), from /proc/self/stat; wall time alone
+/// misleads when other jobs share the cores.
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -51,9 +51,59 @@ impl Conv2d {
 impl Module for Conv2d {
     /// `x`: `[N, C, H, W]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (o, i, kh, kw) = self.weight.dims4()?;
+        let is_cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        if is_cpu_f32 && self.weight.dtype() == DType::F32 && self.stride == 1 {
+            // The resamplers' 3x3 convs take the Winograd path the causal convs use (the images
+            // as frames of one clip, one time tap): candle's conv2d was a quarter of a decode.
+            if (kh, kw, self.padding) == (3, 3, 1) {
+                let (n, c, h, w) = x.dims4()?;
+                let geometry = Winograd {
+                    b: 1,
+                    tp: n,
+                    c,
+                    h,
+                    w,
+                    o,
+                    kt: 1,
+                    stride_t: 1,
+                    t_out: n,
+                    band_floats: WINOGRAD_BAND,
+                };
+                return conv_f32_cpu(x, &self.weight, &self.bias, |x, wt, bias| {
+                    Tensor::from_vec(geometry.run(x, wt, bias), (n, o, h, w), &Device::Cpu)
+                });
+            }
+            // 1x1 (the attention projections): a batched matmul.
+            if (kh, kw, self.padding) == (1, 1, 0) {
+                let (n, c, h, w) = x.dims4()?;
+                let y = self
+                    .weight
+                    .reshape((1, o, i))?
+                    .broadcast_matmul(&x.reshape((n, c, h * w))?)?;
+                return y.reshape((n, o, h, w))?.broadcast_add(&self.bias);
+            }
+        }
         x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
             .broadcast_add(&self.bias)
     }
+}
+
+/// Run `f` on the contiguous f32 data of a CPU input and weight, with the bias as a vector.
+fn conv_f32_cpu(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    f: impl FnOnce(&[f32], &[f32], &[f32]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let weight = weight.contiguous()?;
+    let bias = bias.flatten_all()?.to_vec1::<f32>()?;
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let xs = &cpu_f32(&x_storage)?[x_layout.start_offset()..];
+    let (w_storage, w_layout) = weight.storage_and_layout();
+    let wt = &cpu_f32(&w_storage)?[w_layout.start_offset()..];
+    f(xs, wt, &bias)
 }
 
 /// Causal Conv3d: time is padded only in front (`2 * padding_t` frames, or the cached frames of the
@@ -186,16 +236,6 @@ impl CausalConv3d {
         // Flat output positions y * wp + x that cover every valid (y, x < wo).
         let n = (ho - 1) * wp + wo;
 
-        let xs = xs.contiguous()?;
-        let weight = self.weight.contiguous()?;
-        let bias = self.bias.flatten_all()?.to_vec1::<f32>()?;
-        let (x_storage, x_layout) = xs.storage_and_layout();
-        let x = cpu_f32(&x_storage)?;
-        let x = &x[x_layout.start_offset()..];
-        let (w_storage, w_layout) = weight.storage_and_layout();
-        let wt = cpu_f32(&w_storage)?;
-        let wt = &wt[w_layout.start_offset()..];
-
         let threads = candle_core::utils::get_num_threads();
         let parallelism = if threads > 1 {
             gemm::Parallelism::Rayon(threads)
@@ -215,67 +255,70 @@ impl CausalConv3d {
                 t_out,
                 band_floats: WINOGRAD_BAND,
             };
-            let out = geometry.run(x, wt, &bias, parallelism);
-            return Tensor::from_vec(out, (b, t_out, o, h, w), &Device::Cpu);
+            return conv_f32_cpu(xs, &self.weight, &self.bias, |x, wt, bias| {
+                Tensor::from_vec(geometry.run(x, wt, bias), (b, t_out, o, h, w), &Device::Cpu)
+            });
         }
-        let mut out = vec![0f32; b * t_out * o * ho * wo];
-        let mut stack = vec![0f32; k * plane];
-        let mut acc = vec![0f32; o * ho * wp];
-        for bi in 0..b {
-            for to in 0..t_out {
-                for ci in 0..c {
-                    for dt in 0..kt {
-                        let frame = bi * tp + to * self.stride_t + dt;
-                        let src = &x[(frame * c + ci) * h * w..][..h * w];
-                        let dst = &mut stack[(ci * kt + dt) * plane..][..plane];
-                        for y in 0..h {
-                            dst[(y + p) * wp + p..][..w].copy_from_slice(&src[y * w..][..w]);
+        conv_f32_cpu(xs, &self.weight, &self.bias, |x, wt, bias| {
+            let mut out = vec![0f32; b * t_out * o * ho * wo];
+            let mut stack = vec![0f32; k * plane];
+            let mut acc = vec![0f32; o * ho * wp];
+            for bi in 0..b {
+                for to in 0..t_out {
+                    for ci in 0..c {
+                        for dt in 0..kt {
+                            let frame = bi * tp + to * self.stride_t + dt;
+                            let src = &x[(frame * c + ci) * h * w..][..h * w];
+                            let dst = &mut stack[(ci * kt + dt) * plane..][..plane];
+                            for y in 0..h {
+                                dst[(y + p) * wp + p..][..w].copy_from_slice(&src[y * w..][..w]);
+                            }
                         }
                     }
-                }
-                for (oi, row) in acc.chunks_mut(ho * wp).enumerate() {
-                    row.fill(bias[oi]);
-                }
-                for dy in 0..kh {
-                    for dx in 0..kw {
-                        // SAFETY: every index the GEMM touches is in bounds: lhs rows are kernel
-                        // rows (o < out, k < in * kt), rhs reads stop at the stack's last element
-                        // (n - 1 + (kh - 1) * wp + kw - 1 = plane - 1), dst is `acc`.
-                        unsafe {
-                            gemm::gemm(
-                                o,
-                                n,
-                                k,
-                                acc.as_mut_ptr(),
-                                1,
-                                (ho * wp) as isize,
-                                true,
-                                wt.as_ptr().add(dy * kw + dx),
-                                (kh * kw) as isize,
-                                (i * kt * kh * kw) as isize,
-                                stack.as_ptr().add(dy * wp + dx),
-                                1,
-                                plane as isize,
-                                1f32,
-                                1f32,
-                                false,
-                                false,
-                                false,
-                                parallelism,
-                            );
+                    for (oi, row) in acc.chunks_mut(ho * wp).enumerate() {
+                        row.fill(bias[oi]);
+                    }
+                    for dy in 0..kh {
+                        for dx in 0..kw {
+                            // SAFETY: every index the GEMM touches is in bounds: lhs rows are kernel
+                            // rows (o < out, k < in * kt), rhs reads stop at the stack's last element
+                            // (n - 1 + (kh - 1) * wp + kw - 1 = plane - 1), dst is `acc`.
+                            unsafe {
+                                gemm::gemm(
+                                    o,
+                                    n,
+                                    k,
+                                    acc.as_mut_ptr(),
+                                    1,
+                                    (ho * wp) as isize,
+                                    true,
+                                    wt.as_ptr().add(dy * kw + dx),
+                                    (kh * kw) as isize,
+                                    (i * kt * kh * kw) as isize,
+                                    stack.as_ptr().add(dy * wp + dx),
+                                    1,
+                                    plane as isize,
+                                    1f32,
+                                    1f32,
+                                    false,
+                                    false,
+                                    false,
+                                    parallelism,
+                                );
+                            }
                         }
                     }
-                }
-                let frame_out = &mut out[(bi * t_out + to) * o * ho * wo..][..o * ho * wo];
-                for oi in 0..o {
-                    for y in 0..ho {
-                        frame_out[(oi * ho + y) * wo..][..wo]
-                            .copy_from_slice(&acc[oi * ho * wp + y * wp..][..wo]);
+                    let frame_out = &mut out[(bi * t_out + to) * o * ho * wo..][..o * ho * wo];
+                    for oi in 0..o {
+                        for y in 0..ho {
+                            frame_out[(oi * ho + y) * wo..][..wo]
+                                .copy_from_slice(&acc[oi * ho * wp + y * wp..][..wo]);
+                        }
                     }
                 }
             }
-        }
-        Tensor::from_vec(out, (b, t_out, o, ho, wo), &Device::Cpu)
+            Tensor::from_vec(out, (b, t_out, o, ho, wo), &Device::Cpu)
+        })
     }
 }
 
@@ -298,7 +341,7 @@ struct Winograd {
 }
 
 impl Winograd {
-    fn run(&self, x: &[f32], wt: &[f32], bias: &[f32], parallelism: gemm::Parallelism) -> Vec<f32> {
+    fn run(&self, x: &[f32], wt: &[f32], bias: &[f32]) -> Vec<f32> {
         let Winograd {
             band_floats: _,
             b,
@@ -430,32 +473,39 @@ impl Winograd {
                             input_transform(k0);
                         }
                     }
-                    for i in 0..16 {
-                        // SAFETY: M[i] = U[i] x V[i] with row-major operands inside their buffers.
-                        unsafe {
-                            gemm::gemm(
-                                o,
-                                band,
-                                k,
-                                m.as_mut_ptr().add(i * o * band),
-                                1,
-                                band as isize,
-                                false,
-                                u.as_ptr().add(i * o * k),
-                                1,
-                                k as isize,
-                                v.as_ptr().add(i * k * band),
-                                1,
-                                band as isize,
-                                0f32,
-                                1f32,
-                                false,
-                                false,
-                                false,
-                                parallelism,
-                            );
+                    // The 16 products are independent: each thread takes a share of them and
+                    // runs its GEMMs single-threaded (better than splitting each small GEMM).
+                    let m_ptr = SendPtr(m.as_mut_ptr());
+                    let (u, v) = (&u, &v);
+                    par_ranges(16, threads, o * k * band, |range| {
+                        for i in range {
+                            // SAFETY: M[i] = U[i] x V[i] with row-major operands inside their
+                            // buffers; product `i` writes only its own slice of M.
+                            unsafe {
+                                gemm::gemm(
+                                    o,
+                                    band,
+                                    k,
+                                    m_ptr.at(i * o * band),
+                                    1,
+                                    band as isize,
+                                    false,
+                                    u.as_ptr().add(i * o * k),
+                                    1,
+                                    k as isize,
+                                    v.as_ptr().add(i * k * band),
+                                    1,
+                                    band as isize,
+                                    0f32,
+                                    1f32,
+                                    false,
+                                    false,
+                                    false,
+                                    gemm::Parallelism::None,
+                                );
+                            }
                         }
-                    }
+                    });
                     // Y = A^T M A + bias, output channels split across threads; per tile row the
                     // row step runs across all its tiles, then the column step per tile.
                     let frame_out = &mut out[(bi * t_out + to) * o * h * w..][..o * h * w];
@@ -676,7 +726,7 @@ mod tests {
                 t_out: 2,
                 band_floats,
             };
-            g.run(&x, &wt, &bias, gemm::Parallelism::None)
+            g.run(&x, &wt, &bias)
         };
         let (banded, whole) = (run(1), run(usize::MAX / 2));
         let err = banded
@@ -690,6 +740,36 @@ mod tests {
 
     /// The CPU f32 implicit-GEMM path equals the conv2d path (taken for f64) on odd sizes,
     /// batch 2, a cache, a time stride and a 1x1 kernel.
+    #[test]
+    /// The 2D convs' fast paths (Winograd 3x3, matmul 1x1) equal candle's conv2d in f64.
+    fn conv2d_fast_paths_match_conv2d() {
+        let dev = Device::Cpu;
+        // (in, out, kernel, padding, stride, h, w)
+        for (ci, co, ks, pad, stride, h, w) in [
+            (6, 4, 3, 1, 1, 9, 14),
+            (32, 48, 3, 1, 1, 33, 20),
+            (8, 24, 1, 0, 1, 5, 7),
+            (4, 4, 3, 0, 2, 9, 9),
+        ] {
+            let weight = Tensor::randn(0f32, 1f32, (co, ci, ks, ks), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1f32, (1, co, 1, 1), &dev).unwrap();
+            let conv = |dtype| Conv2d {
+                weight: weight.to_dtype(dtype).unwrap(),
+                bias: bias.to_dtype(dtype).unwrap(),
+                padding: pad,
+                stride,
+            };
+            let x = Tensor::randn(0f32, 1f32, (3, ci, h, w), &dev).unwrap();
+            let fast = conv(DType::F32).forward(&x).unwrap();
+            let reference = conv(DType::F64)
+                .forward(&x.to_dtype(DType::F64).unwrap())
+                .unwrap();
+            assert_eq!(fast.dims(), reference.dims());
+            let err = crate::testing::relative_error(&fast, &reference).unwrap();
+            assert!(err < 1e-5, "case {ci}->{co} k{ks}: relative error {err:e}");
+        }
+    }
+
     #[test]
     fn implicit_gemm_matches_conv2d_path() {
         let dev = Device::Cpu;
