@@ -7,7 +7,7 @@ mod support;
 use support::*;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn png(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| {
@@ -72,28 +72,7 @@ fn serve_with_model_dir_completes_a_job_on_the_wan_engine() {
     );
     assert_eq!(status, 202, "{body}");
     let id = json(&body)["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let job = loop {
-        let (status, body) = http(
-            &addr,
-            "GET",
-            &format!("/v1/jobs/{id}"),
-            &token,
-            "application/json",
-            b"",
-        );
-        assert_eq!(status, 200, "{body}");
-        let job = json(&body);
-        if job["status"] == "completed" {
-            break job;
-        }
-        assert!(
-            ["queued", "running"].contains(&job["status"].as_str().unwrap()),
-            "{job}"
-        );
-        assert!(Instant::now() < deadline, "{job}");
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let job = wait_completed(&addr, &token, &id, Duration::from_secs(600));
     let text = job.to_string();
     assert!(
         text.contains("\"wan\""),

@@ -139,3 +139,30 @@ pub fn token_from(lines: &[String]) -> String {
         .unwrap_or_else(|| panic!("no token line in {lines:?}"));
     line["GALLOP_TOKEN=".len()..].to_string()
 }
+
+/// Polls `GET /v1/jobs/{id}` until the job completes; panics if it ends otherwise or takes
+/// longer than `within`.
+pub fn wait_completed(addr: &str, token: &str, id: &str, within: Duration) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (status, body) = http(
+            addr,
+            "GET",
+            &format!("/v1/jobs/{id}"),
+            token,
+            "application/json",
+            b"",
+        );
+        assert_eq!(status, 200, "{body}");
+        let job = json(&body);
+        if job["status"] == "completed" {
+            return job;
+        }
+        assert!(
+            ["queued", "running"].contains(&job["status"].as_str().unwrap()),
+            "{job}"
+        );
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
