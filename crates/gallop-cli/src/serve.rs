@@ -6,7 +6,11 @@ mod checkpoints;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use gallop_api::ModelId;
+use gallop_engine::Engine;
 
 use gallop_server::config::DEFAULT_ADDR;
 use gallop_server::{EngineMap, ServerConfig};
@@ -59,14 +63,7 @@ pub struct Args {
 }
 
 /// The engine for each model id the operator configured; empty for the preview.
-fn configured_engines(
-    args: &Args,
-) -> anyhow::Result<
-    Vec<(
-        gallop_api::ModelId,
-        std::sync::Arc<dyn gallop_engine::Engine>,
-    )>,
-> {
+fn configured_engines(args: &Args) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>)>> {
     let checkpoints = match (&args.config, &args.model_dir) {
         (Some(path), _) => checkpoints::read_config(path)?,
         (None, Some(dir)) => vec![checkpoints::shorthand(
