@@ -340,6 +340,19 @@ struct Winograd {
     band_floats: usize,
 }
 
+/// `G g` of F(2x2, 3x3) element-wise over rows: three taps in, four points out.
+fn kernel_points([a, m, z]: [&[f32]; 3], [p0, p1, p2, p3]: [&mut [f32]; 4]) {
+    let n = a.len();
+    let (m, z) = (&m[..n], &z[..n]);
+    let (p0, p1, p2, p3) = (&mut p0[..n], &mut p1[..n], &mut p2[..n], &mut p3[..n]);
+    for i in 0..n {
+        p0[i] = a[i];
+        p1[i] = 0.5 * (a[i] + m[i] + z[i]);
+        p2[i] = 0.5 * (a[i] - m[i] + z[i]);
+        p3[i] = z[i];
+    }
+}
+
 impl Winograd {
     fn run(&self, x: &[f32], wt: &[f32], bias: &[f32]) -> Vec<f32> {
         let Winograd {
@@ -366,25 +379,40 @@ impl Winograd {
         let mut u = vec![0f32; 16 * o * k];
         let u_ptr = SendPtr(u.as_mut_ptr());
         par_ranges(o, threads, o * k * 16, |range| {
+            // Per output channel, the nine taps of all its input channels are first laid out as
+            // nine rows, so both transform steps read and write whole rows (they vectorise;
+            // kernel-by-kernel they were a tenth of a decode).
+            let mut taps = vec![0f32; 9 * k];
+            let mut gg = vec![0f32; 12 * k];
             for oi in range {
-                for ki in 0..k {
-                    let g = &wt[(oi * k + ki) * 9..][..9];
-                    let mut gg = [[0f32; 3]; 4];
-                    for col in 0..3 {
-                        let (a, m, z) = (g[col], g[3 + col], g[6 + col]);
-                        gg[0][col] = a;
-                        gg[1][col] = 0.5 * (a + m + z);
-                        gg[2][col] = 0.5 * (a - m + z);
-                        gg[3][col] = z;
+                for (ki, g) in wt[oi * k * 9..][..k * 9].chunks_exact(9).enumerate() {
+                    for (tap, &value) in g.iter().enumerate() {
+                        taps[tap * k + ki] = value;
                     }
-                    for (r, row) in gg.iter().enumerate() {
-                        let [a, m, z] = *row;
-                        let t = [a, 0.5 * (a + m + z), 0.5 * (a - m + z), z];
-                        for (cidx, v) in t.into_iter().enumerate() {
-                            // SAFETY: entries of output channel `oi` belong to this range only.
-                            unsafe { *u_ptr.at(((r * 4 + cidx) * o + oi) * k + ki) = v };
-                        }
-                    }
+                }
+                // Rows (r, col) of G g, then (r, c) of (G g) G^T: the same four-point transform.
+                for col in 0..3 {
+                    let row = |i: usize| &taps[(3 * i + col) * k..][..k];
+                    let (dst0, rest) = gg[col * k..].split_at_mut(3 * k);
+                    let (dst1, rest) = rest.split_at_mut(3 * k);
+                    let (dst2, dst3) = rest.split_at_mut(3 * k);
+                    kernel_points(
+                        [row(0), row(1), row(2)],
+                        [
+                            &mut dst0[..k],
+                            &mut dst1[..k],
+                            &mut dst2[..k],
+                            &mut dst3[..k],
+                        ],
+                    );
+                }
+                for r in 0..4 {
+                    let row = |col: usize| &gg[(r * 3 + col) * k..][..k];
+                    // SAFETY: rows (r*4+c, oi) of U belong to this thread's output channels only.
+                    let dst = |c: usize| unsafe {
+                        std::slice::from_raw_parts_mut(u_ptr.at(((r * 4 + c) * o + oi) * k), k)
+                    };
+                    kernel_points([row(0), row(1), row(2)], [dst(0), dst(1), dst(2), dst(3)]);
                 }
             }
         });
