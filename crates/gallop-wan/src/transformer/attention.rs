@@ -67,7 +67,7 @@ fn attend_tile(q: &Tensor, k: &Tensor, v: &Tensor, tk: usize) -> Result<Tensor> 
     let sk = k.dim(1)?;
     if sk <= tk {
         let scores = q.matmul(&k.t()?)?;
-        return candle_nn::ops::softmax_last_dim(&scores)?.matmul(v);
+        return super::fused::softmax_last_dim(scores)?.matmul(v);
     }
     // Online softmax: keep the running row max m, the running sum l of exp(s - m), and the
     // running exp-weighted sum of values; rescale them whenever the max grows.

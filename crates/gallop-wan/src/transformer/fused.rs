@@ -1,8 +1,8 @@
-//! In-place "add bias" and "add bias, then GELU (tanh)" over a freshly computed matmul output,
-//! so the biggest activations (the FFN's hidden layer) are not copied twice more. CPU f32 only;
-//! callers use plain tensor ops elsewhere.
+//! In-place "add bias", "add bias, then GELU (tanh)" and softmax over a freshly computed matmul
+//! output, so the biggest activations (the FFN's hidden layer, attention scores) are not copied
+//! again, with an exp that vectorises. CPU f32 only; callers use plain tensor ops elsewhere.
 
-use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
+use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout, Result, Tensor};
 
 /// True when `y` (a fresh, contiguous [rows, n] f32 CPU tensor) can take the in-place ops.
 fn fusable(y: &Tensor, bias: &Tensor) -> bool {
@@ -45,8 +45,89 @@ struct RowOp {
 fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    let tanh = 1.0 - 2.0 / ((2.0 * u).exp() + 1.0);
+    let tanh = 1.0 - 2.0 / (fast_exp(2.0 * u) + 1.0);
     0.5 * x * (1.0 + tanh)
+}
+
+/// exp(x) within 2 ulp over the f32 range (Cephes' reduction and polynomial), branch-free so
+/// loops over it vectorise, where libm's expf is a call per element. Inputs beyond the range
+/// saturate: below -87.3 to about 1e-38 instead of a subnormal, which no softmax or GELU sees.
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so n * LN2_HI is exact for |n| < 2^10.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding then subtracting 1.5 * 2^23 rounds to the nearest integer in f32.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Fold `values` with `f` in 16 independent lanes, then fold the lanes: a serial fold of floats
+/// cannot vectorise (its order is fixed), sixteen running folds can.
+#[inline(always)]
+fn lanes_reduce(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = f(*lane, v);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    lanes.into_iter().fold(tail, f)
+}
+
+/// softmax over the last dimension of `scores` (attention scores straight from their matmul).
+pub fn softmax_last_dim(scores: Tensor) -> Result<Tensor> {
+    if scores.device().is_cpu()
+        && scores.dtype() == candle_core::DType::F32
+        && scores.is_contiguous()
+        && scores.rank() >= 1
+    {
+        scores.inplace_op1(&SoftmaxLastDim)?;
+        Ok(scores)
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)
+    }
+}
+
+struct SoftmaxLastDim;
+
+impl InplaceOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{}: f32 only", self.name());
+        };
+        let n = *layout.dims().last().unwrap_or(&1);
+        let rows = layout.shape().elem_count() / n.max(1);
+        let data = &mut data[layout.start_offset()..layout.start_offset() + rows * n];
+        let ptr = data.as_mut_ptr() as usize;
+        candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+            for r in range {
+                // SAFETY: each row is visited by exactly one unit; rows do not overlap.
+                let row =
+                    unsafe { std::slice::from_raw_parts_mut((ptr as *mut f32).add(r * n), n) };
+                let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
+                row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+                let scale = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
+        });
+        Ok(())
+    }
 }
 
 impl InplaceOp2 for RowOp {
@@ -89,5 +170,32 @@ impl InplaceOp2 for RowOp {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_within_two_ulp_of_exp() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let (fast, exact) = (fast_exp(x) as f64, (x as f64).exp());
+            let ulp = (exact as f32).abs() as f64 * f32::EPSILON as f64;
+            worst = worst.max((fast - exact).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert!(fast_exp(-1000.0) < 1e-37 && fast_exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn softmax_matches_candle() {
+        let scores = Tensor::randn(0f32, 8f32, (3, 5, 77), &candle_core::Device::Cpu).unwrap();
+        let expected = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        let fused = softmax_last_dim(scores.copy().unwrap()).unwrap();
+        let err = crate::testing::relative_error(&fused, &expected).unwrap();
+        assert!(err < 1e-6, "relative error {err:e}");
     }
 }
