@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod debug;
 pub mod engine;
+pub mod fast_math;
 pub mod memory;
 pub mod model_dir;
 pub mod pipeline;

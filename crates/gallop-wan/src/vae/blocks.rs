@@ -92,7 +92,7 @@ impl RmsNorm {
                             let row = &block[ci * hw..][..hw];
                             for ((o, v), n) in out_row.iter_mut().zip(row).zip(inv) {
                                 let y = v * n * g;
-                                *o = y / (1.0 + (-y).exp());
+                                *o = y / (1.0 + crate::fast_math::fast_exp(-y));
                             }
                         }
                     });
