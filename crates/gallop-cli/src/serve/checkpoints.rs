@@ -140,8 +140,15 @@ fn check(model: ModelId, dir: &Path, settings: WanSettings) -> anyhow::Result<Ch
 
 /// Loads the engines; a directory named by several ids loads once.
 pub fn load(checkpoints: Vec<Checkpoint>) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>)>> {
+    Ok(load_wan(checkpoints)?
+        .into_iter()
+        .map(|(model, engine)| (model, Arc::new(engine) as Arc<dyn Engine>))
+        .collect())
+}
+
+fn load_wan(checkpoints: Vec<Checkpoint>) -> anyhow::Result<Vec<(ModelId, WanEngine)>> {
     let mut loaded = HashMap::new();
-    let mut engines: Vec<(ModelId, Arc<dyn Engine>)> = Vec::new();
+    let mut engines = Vec::new();
     for c in checkpoints {
         let same_dir = c.dir.canonicalize().unwrap_or_else(|_| c.dir.clone());
         let pipeline = match loaded.get(&same_dir) {
@@ -154,7 +161,7 @@ pub fn load(checkpoints: Vec<Checkpoint>) -> anyhow::Result<Vec<(ModelId, Arc<dy
             }
         };
         let engine = WanEngine::from_pipeline(pipeline, c.settings)?;
-        engines.push((c.model, Arc::new(engine)));
+        engines.push((c.model, engine));
     }
     Ok(engines)
 }
@@ -272,6 +279,25 @@ mod tests {
             err.contains("is a WanImageToVideoPipeline checkpoint, which cannot serve alibaba/hh1.1-r2v: alibaba/hh1.1-r2v needs a WanVACEPipeline"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_directory_named_twice_loads_once() {
+        let dir = pipelines().join("ti2v/model");
+        let entry = |steps| Checkpoint {
+            model: ModelId::HhI2v,
+            dir: dir.clone(),
+            settings: WanSettings {
+                steps: Some(steps),
+                ..Default::default()
+            },
+        };
+        let engines = load_wan(vec![entry(1), entry(2)]).unwrap();
+        assert!(std::ptr::eq(
+            engines[0].1.pipeline(),
+            engines[1].1.pipeline()
+        ));
+        assert_eq!((engines[0].1.steps(), engines[1].1.steps()), (1, 2));
     }
 
     #[test]
