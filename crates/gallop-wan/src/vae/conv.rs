@@ -60,7 +60,6 @@ impl Module for Conv2d {
                 let (n, c, h, w) = x.dims4()?;
                 let geometry = Winograd {
                     b: 1,
-                    tp: n,
                     c,
                     h,
                     w,
@@ -70,7 +69,8 @@ impl Module for Conv2d {
                     t_out: n,
                     band_floats: WINOGRAD_BAND,
                 };
-                return conv_f32_cpu(x, &self.weight, &self.bias, |x, wt, bias| {
+                let clip = x.unsqueeze(0)?;
+                return conv_f32_cpu(&clip, None, 0, &self.weight, &self.bias, |x, wt, bias| {
                     Tensor::from_vec(geometry.run(x, wt, bias), (n, o, h, w), &Device::Cpu)
                 });
             }
@@ -89,21 +89,60 @@ impl Module for Conv2d {
     }
 }
 
-/// Run `f` on the contiguous f32 data of a CPU input and weight, with the bias as a vector.
+/// Run `f` on the contiguous f32 data of a CPU input's frames and of the weight, with the bias
+/// as a vector. `x`: `[B, T, ...]` frames, `history` frames (`[B, Th, ...]`) go before them, and
+/// `zeros` zero frames before those; nothing is joined or copied.
 fn conv_f32_cpu(
     x: &Tensor,
+    history: Option<&Tensor>,
+    zeros: usize,
     weight: &Tensor,
     bias: &Tensor,
-    f: impl FnOnce(&[f32], &[f32], &[f32]) -> Result<Tensor>,
+    f: impl FnOnce(&PaddedInput, &[f32], &[f32]) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let x = x.contiguous()?;
+    let history = history.map(|h| h.contiguous()).transpose()?;
     let weight = weight.contiguous()?;
     let bias = bias.flatten_all()?.to_vec1::<f32>()?;
     let (x_storage, x_layout) = x.storage_and_layout();
-    let xs = &cpu_f32(&x_storage)?[x_layout.start_offset()..];
+    let x_data = &cpu_f32(&x_storage)?[x_layout.start_offset()..];
+    let history_frames = history.as_ref().map(|h| h.dim(1)).transpose()?;
+    let history_storage = history.as_ref().map(|h| h.storage_and_layout());
+    let mut parts = Vec::with_capacity(2);
+    if let (Some((storage, layout)), Some(frames)) = (&history_storage, history_frames) {
+        parts.push((&cpu_f32(storage)?[layout.start_offset()..], frames));
+    }
+    parts.push((x_data, x.dim(1)?));
+    let input = PaddedInput {
+        zeros,
+        parts,
+        frame_len: x.dims()[2..].iter().product(),
+    };
     let (w_storage, w_layout) = weight.storage_and_layout();
     let wt = &cpu_f32(&w_storage)?[w_layout.start_offset()..];
-    f(xs, wt, &bias)
+    f(&input, wt, &bias)
+}
+
+/// The time-padded input of a causal conv, read in place: `zeros` zero frames, then the frames of
+/// each part in order (each part `[B, T_i, frame_len]` contiguous).
+struct PaddedInput<'a> {
+    zeros: usize,
+    parts: Vec<(&'a [f32], usize)>,
+    frame_len: usize,
+}
+
+impl PaddedInput<'_> {
+    /// Frame `t` of batch item `bi`; None for a zero frame.
+    fn frame(&self, bi: usize, t: usize) -> Option<&[f32]> {
+        let mut t = t.checked_sub(self.zeros)?;
+        for &(data, frames) in &self.parts {
+            if t < frames {
+                return Some(&data[(bi * frames + t) * self.frame_len..][..self.frame_len]);
+            }
+            t -= frames;
+        }
+        panic!("causal conv: frame index past the input")
+    }
 }
 
 /// Causal Conv3d: time is padded only in front (`2 * padding_t` frames, or the cached frames of the
@@ -149,26 +188,12 @@ impl CausalConv3d {
     /// `x`: `[B, T, C, H, W]`. `history`: frames that precede `x` (at most `2 * padding_t`); they
     /// replace that much of the zero padding.
     pub(crate) fn forward(&self, x: &Tensor, history: Option<&Tensor>) -> Result<Tensor> {
-        let (b, _t, c, h, w) = x.dims5()?;
-        let mut pad = self.pad_t;
-        let mut parts = Vec::with_capacity(3);
-        if pad > 0
-            && let Some(history) = history
-        {
-            pad -= history.dim(1)?;
-            parts.push(history.clone());
-        }
-        if pad > 0 {
-            parts.insert(0, Tensor::zeros((b, pad, c, h, w), x.dtype(), x.device())?);
-        }
-        parts.push(x.clone());
-        let xs = if parts.len() == 1 {
-            x.clone()
-        } else {
-            Tensor::cat(&parts, 1)?
-        };
-
-        let padded_t = xs.dim(1)?;
+        let (b, t, c, h, w) = x.dims5()?;
+        // History replaces that much of the zero padding (none when the conv pads nothing).
+        let history = history.filter(|_| self.pad_t > 0);
+        let history_t = history.map(|h| h.dim(1)).transpose()?.unwrap_or(0);
+        let zeros = self.pad_t.saturating_sub(history_t);
+        let padded_t = zeros + history_t + t;
         if padded_t < self.kt {
             candle_core::bail!(
                 "causal conv: {padded_t} frames for a kernel {} deep",
@@ -176,9 +201,18 @@ impl CausalConv3d {
             );
         }
         let t_out = (padded_t - self.kt) / self.stride_t + 1;
-        if xs.device().is_cpu() && xs.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
-            return self.forward_cpu_f32(&xs, t_out);
+        let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+        if cpu_f32(x) && cpu_f32(&self.weight) && history.is_none_or(cpu_f32) {
+            return self.forward_cpu_f32(x, history, zeros, t_out);
         }
+
+        let mut parts = Vec::with_capacity(3);
+        if zeros > 0 {
+            parts.push(Tensor::zeros((b, zeros, c, h, w), x.dtype(), x.device())?);
+        }
+        parts.extend(history.cloned());
+        parts.push(x.clone());
+        let xs = Tensor::cat(&parts, 1)?;
         let per_call = (CONV_CALL_ELEMENTS / (b * self.kt * c * h * w).max(1)).max(1);
         let mut outputs = Vec::with_capacity(t_out.div_ceil(per_call));
         let mut start = 0;
@@ -222,8 +256,14 @@ impl CausalConv3d {
     /// `kh * kw` spatial taps is then one GEMM, weight `[out, C * kt]` (a strided view of the
     /// kernel) times the stack shifted by that tap (a strided view too), accumulated into an
     /// output whose rows keep the padded width (the extra columns are dropped at the end).
-    fn forward_cpu_f32(&self, xs: &Tensor, t_out: usize) -> Result<Tensor> {
-        let (b, tp, c, h, w) = xs.dims5()?;
+    fn forward_cpu_f32(
+        &self,
+        x: &Tensor,
+        history: Option<&Tensor>,
+        zeros: usize,
+        t_out: usize,
+    ) -> Result<Tensor> {
+        let (b, _, c, h, w) = x.dims5()?;
         let (o, i, kt, kh, kw) = self.weight.dims5()?;
         if i != c {
             candle_core::bail!("causal conv: input has {c} channels, the kernel takes {i}");
@@ -245,7 +285,6 @@ impl CausalConv3d {
         if kh == 3 && kw == 3 && p == 1 {
             let geometry = Winograd {
                 b,
-                tp,
                 c,
                 h,
                 w,
@@ -255,70 +294,89 @@ impl CausalConv3d {
                 t_out,
                 band_floats: WINOGRAD_BAND,
             };
-            return conv_f32_cpu(xs, &self.weight, &self.bias, |x, wt, bias| {
-                Tensor::from_vec(geometry.run(x, wt, bias), (b, t_out, o, h, w), &Device::Cpu)
-            });
+            return conv_f32_cpu(
+                x,
+                history,
+                zeros,
+                &self.weight,
+                &self.bias,
+                |x, wt, bias| {
+                    Tensor::from_vec(geometry.run(x, wt, bias), (b, t_out, o, h, w), &Device::Cpu)
+                },
+            );
         }
-        conv_f32_cpu(xs, &self.weight, &self.bias, |x, wt, bias| {
-            let mut out = vec![0f32; b * t_out * o * ho * wo];
-            let mut stack = vec![0f32; k * plane];
-            let mut acc = vec![0f32; o * ho * wp];
-            for bi in 0..b {
-                for to in 0..t_out {
-                    for ci in 0..c {
-                        for dt in 0..kt {
-                            let frame = bi * tp + to * self.stride_t + dt;
-                            let src = &x[(frame * c + ci) * h * w..][..h * w];
-                            let dst = &mut stack[(ci * kt + dt) * plane..][..plane];
-                            for y in 0..h {
-                                dst[(y + p) * wp + p..][..w].copy_from_slice(&src[y * w..][..w]);
+        conv_f32_cpu(
+            x,
+            history,
+            zeros,
+            &self.weight,
+            &self.bias,
+            |x, wt, bias| {
+                let mut out = vec![0f32; b * t_out * o * ho * wo];
+                let mut stack = vec![0f32; k * plane];
+                let mut acc = vec![0f32; o * ho * wp];
+                for bi in 0..b {
+                    for to in 0..t_out {
+                        for ci in 0..c {
+                            for dt in 0..kt {
+                                let frame = x.frame(bi, to * self.stride_t + dt);
+                                let dst = &mut stack[(ci * kt + dt) * plane..][..plane];
+                                let Some(frame) = frame else {
+                                    dst.fill(0.0);
+                                    continue;
+                                };
+                                let src = &frame[ci * h * w..][..h * w];
+                                for y in 0..h {
+                                    dst[(y + p) * wp + p..][..w]
+                                        .copy_from_slice(&src[y * w..][..w]);
+                                }
                             }
                         }
-                    }
-                    for (oi, row) in acc.chunks_mut(ho * wp).enumerate() {
-                        row.fill(bias[oi]);
-                    }
-                    for dy in 0..kh {
-                        for dx in 0..kw {
-                            // SAFETY: every index the GEMM touches is in bounds: lhs rows are kernel
-                            // rows (o < out, k < in * kt), rhs reads stop at the stack's last element
-                            // (n - 1 + (kh - 1) * wp + kw - 1 = plane - 1), dst is `acc`.
-                            unsafe {
-                                gemm::gemm(
-                                    o,
-                                    n,
-                                    k,
-                                    acc.as_mut_ptr(),
-                                    1,
-                                    (ho * wp) as isize,
-                                    true,
-                                    wt.as_ptr().add(dy * kw + dx),
-                                    (kh * kw) as isize,
-                                    (i * kt * kh * kw) as isize,
-                                    stack.as_ptr().add(dy * wp + dx),
-                                    1,
-                                    plane as isize,
-                                    1f32,
-                                    1f32,
-                                    false,
-                                    false,
-                                    false,
-                                    parallelism,
-                                );
+                        for (oi, row) in acc.chunks_mut(ho * wp).enumerate() {
+                            row.fill(bias[oi]);
+                        }
+                        for dy in 0..kh {
+                            for dx in 0..kw {
+                                // SAFETY: every index the GEMM touches is in bounds: lhs rows are kernel
+                                // rows (o < out, k < in * kt), rhs reads stop at the stack's last element
+                                // (n - 1 + (kh - 1) * wp + kw - 1 = plane - 1), dst is `acc`.
+                                unsafe {
+                                    gemm::gemm(
+                                        o,
+                                        n,
+                                        k,
+                                        acc.as_mut_ptr(),
+                                        1,
+                                        (ho * wp) as isize,
+                                        true,
+                                        wt.as_ptr().add(dy * kw + dx),
+                                        (kh * kw) as isize,
+                                        (i * kt * kh * kw) as isize,
+                                        stack.as_ptr().add(dy * wp + dx),
+                                        1,
+                                        plane as isize,
+                                        1f32,
+                                        1f32,
+                                        false,
+                                        false,
+                                        false,
+                                        parallelism,
+                                    );
+                                }
                             }
                         }
-                    }
-                    let frame_out = &mut out[(bi * t_out + to) * o * ho * wo..][..o * ho * wo];
-                    for oi in 0..o {
-                        for y in 0..ho {
-                            frame_out[(oi * ho + y) * wo..][..wo]
-                                .copy_from_slice(&acc[oi * ho * wp + y * wp..][..wo]);
+                        let frame_out = &mut out[(bi * t_out + to) * o * ho * wo..][..o * ho * wo];
+                        for oi in 0..o {
+                            for y in 0..ho {
+                                frame_out[(oi * ho + y) * wo..][..wo]
+                                    .copy_from_slice(&acc[oi * ho * wp + y * wp..][..wo]);
+                            }
                         }
                     }
                 }
-            }
-            Tensor::from_vec(out, (b, t_out, o, ho, wo), &Device::Cpu)
-        })
+                Tensor::from_vec(out, (b, t_out, o, ho, wo), &Device::Cpu)
+            },
+        )
     }
 }
 
@@ -328,7 +386,6 @@ impl CausalConv3d {
 /// `Y = A^T [(G g G^T) * (B^T d B)] A`.
 struct Winograd {
     b: usize,
-    tp: usize,
     c: usize,
     h: usize,
     w: usize,
@@ -354,11 +411,10 @@ fn kernel_points([a, m, z]: [&[f32]; 3], [p0, p1, p2, p3]: [&mut [f32]; 4]) {
 }
 
 impl Winograd {
-    fn run(&self, x: &[f32], wt: &[f32], bias: &[f32]) -> Vec<f32> {
+    fn run(&self, x: &PaddedInput, wt: &[f32], bias: &[f32]) -> Vec<f32> {
         let Winograd {
             band_floats: _,
             b,
-            tp,
             c,
             h,
             w,
@@ -428,8 +484,6 @@ impl Winograd {
                 par_ranges(c, threads, k * plane, |range| {
                     for ci in range {
                         for dt in 0..kt {
-                            let frame = bi * tp + to * stride_t + dt;
-                            let src = &x[(frame * c + ci) * h * w..][..h * w];
                             // SAFETY: the planes of input channel `ci` belong to this range only.
                             let dst = unsafe {
                                 std::slice::from_raw_parts_mut(
@@ -437,6 +491,11 @@ impl Winograd {
                                     plane,
                                 )
                             };
+                            let Some(frame) = x.frame(bi, to * stride_t + dt) else {
+                                dst.fill(0.0);
+                                continue;
+                            };
+                            let src = &frame[ci * h * w..][..h * w];
                             for y in 0..h {
                                 dst[(y + 1) * wp + 1..][..w].copy_from_slice(&src[y * w..][..w]);
                             }
@@ -744,7 +803,6 @@ mod tests {
         let run = |band_floats| {
             let g = Winograd {
                 b,
-                tp,
                 c,
                 h,
                 w,
@@ -754,7 +812,12 @@ mod tests {
                 t_out: 2,
                 band_floats,
             };
-            g.run(&x, &wt, &bias)
+            let input = PaddedInput {
+                zeros: 0,
+                parts: vec![(&x[..], tp)],
+                frame_len: c * h * w,
+            };
+            g.run(&input, &wt, &bias)
         };
         let (banded, whole) = (run(1), run(usize::MAX / 2));
         let err = banded
