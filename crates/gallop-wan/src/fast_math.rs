@@ -24,6 +24,24 @@ pub fn fast_exp(x: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// Run `f` inside a function compiled for AVX-512 when the CPU has it, so the loops `f` inlines
+/// vectorise 16 wide instead of the 4 of the baseline x86-64 target; elsewhere `f` runs as is.
+/// Pass a closure whose loops call `#[inline(always)]` helpers (like [`fast_exp`]).
+#[inline(always)]
+pub fn with_widest_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { avx512(f) };
+    }
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout, Result, Tensor};
 
-use crate::fast_math::fast_exp;
+use crate::fast_math::{fast_exp, with_widest_simd};
 
 /// True when `y` (a fresh, contiguous [rows, n] f32 CPU tensor) can take the in-place ops.
 fn fusable(y: &Tensor, bias: &Tensor) -> bool {
@@ -43,7 +43,7 @@ struct RowOp {
 
 /// GELU with the tanh approximation; tanh(u) = 1 - 2 / (exp(2u) + 1) is exact in real
 /// arithmetic and much cheaper than libm's tanhf.
-#[inline]
+#[inline(always)]
 fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
@@ -100,10 +100,15 @@ impl InplaceOp1 for SoftmaxLastDim {
                 // SAFETY: each row is visited by exactly one unit; rows do not overlap.
                 let row =
                     unsafe { std::slice::from_raw_parts_mut((ptr as *mut f32).add(r * n), n) };
-                let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
-                row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-                let scale = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
-                row.iter_mut().for_each(|v| *v *= scale);
+                with_widest_simd(
+                    #[inline(always)]
+                    || {
+                        let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
+                        row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+                        let scale = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
+                        row.iter_mut().for_each(|v| *v *= scale);
+                    },
+                );
             }
         });
         Ok(())
@@ -141,9 +146,14 @@ impl InplaceOp2 for RowOp {
                 let row =
                     unsafe { std::slice::from_raw_parts_mut((y_ptr as *mut f32).add(r * n), n) };
                 if gelu {
-                    row.iter_mut()
-                        .zip(b)
-                        .for_each(|(v, &bb)| *v = gelu_tanh(*v + bb));
+                    with_widest_simd(
+                        #[inline(always)]
+                        || {
+                            row.iter_mut()
+                                .zip(b)
+                                .for_each(|(v, &bb)| *v = gelu_tanh(*v + bb))
+                        },
+                    );
                 } else {
                     row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
                 }
