@@ -5,6 +5,8 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::fast_math::{fast_exp, with_widest_simd};
+
 use super::conv::{
     CausalConv3d, Conv2d, FeatCache, PARALLEL_MIN, Slot, cached_conv, channel_dim, history_after,
 };
@@ -66,17 +68,22 @@ impl RmsNorm {
             std::thread::scope(|s| {
                 for (t, inv_part) in inv.chunks_mut(per).enumerate() {
                     s.spawn(move || {
-                        let start = t * per;
-                        inv_part.fill(0.0);
-                        for ci in 0..c {
-                            let row = &block[ci * hw + start..][..inv_part.len()];
-                            for (acc, v) in inv_part.iter_mut().zip(row) {
-                                *acc += v * v;
-                            }
-                        }
-                        for acc in inv_part.iter_mut() {
-                            *acc = 1.0 / acc.sqrt().max(1e-12);
-                        }
+                        with_widest_simd(
+                            #[inline(always)]
+                            || {
+                                let start = t * per;
+                                inv_part.fill(0.0);
+                                for ci in 0..c {
+                                    let row = &block[ci * hw + start..][..inv_part.len()];
+                                    for (acc, v) in inv_part.iter_mut().zip(row) {
+                                        *acc += v * v;
+                                    }
+                                }
+                                for acc in inv_part.iter_mut() {
+                                    *acc = 1.0 / acc.sqrt().max(1e-12);
+                                }
+                            },
+                        )
                     });
                 }
             });
@@ -86,15 +93,20 @@ impl RmsNorm {
             std::thread::scope(|s| {
                 for (t, out_part) in out_block.chunks_mut(rows * hw).enumerate() {
                     s.spawn(move || {
-                        for (r, out_row) in out_part.chunks_mut(hw).enumerate() {
-                            let ci = t * rows + r;
-                            let g = scale[ci];
-                            let row = &block[ci * hw..][..hw];
-                            for ((o, v), n) in out_row.iter_mut().zip(row).zip(inv) {
-                                let y = v * n * g;
-                                *o = y / (1.0 + crate::fast_math::fast_exp(-y));
-                            }
-                        }
+                        with_widest_simd(
+                            #[inline(always)]
+                            || {
+                                for (r, out_row) in out_part.chunks_mut(hw).enumerate() {
+                                    let ci = t * rows + r;
+                                    let g = scale[ci];
+                                    let row = &block[ci * hw..][..hw];
+                                    for ((o, v), n) in out_row.iter_mut().zip(row).zip(inv) {
+                                        let y = v * n * g;
+                                        *o = y / (1.0 + fast_exp(-y));
+                                    }
+                                }
+                            },
+                        )
                     });
                 }
             });

@@ -7,6 +7,8 @@
 use candle_core::{DType, Device, Module, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::fast_math::with_widest_simd;
+
 /// Frames of history a causal conv keeps between chunks (its kernel is at most 3 deep).
 const CACHE_T: usize = 2;
 
@@ -511,43 +513,49 @@ impl Winograd {
                     let per = k.div_ceil(threads);
                     let v_ptr = SendPtr(v.as_mut_ptr());
                     let input_transform = |k0: usize| {
-                        let mut t = vec![0f32; 4 * wp];
-                        for ki in k0..(k0 + per).min(k) {
-                            let chan = &stack[ki * plane..][..plane];
-                            for ty in ty0..ty1 {
-                                let row = |r: usize| &chan[(2 * ty + r) * wp..][..wp];
-                                let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-                                let (t0, rest) = t.split_at_mut(wp);
-                                let (t1, rest) = rest.split_at_mut(wp);
-                                let (t2, t3) = rest.split_at_mut(wp);
-                                for j in 0..wp {
-                                    t0[j] = r0[j] - r2[j];
-                                    t1[j] = r1[j] + r2[j];
-                                    t2[j] = r2[j] - r1[j];
-                                    t3[j] = r1[j] - r3[j];
-                                }
-                                for (r, tr) in [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate() {
-                                    // SAFETY: rows (r*4+col, ki) of V belong to this thread's channels
-                                    // only, and `tw` entries from `ty * tw` stay inside the row.
-                                    let out = |col: usize| unsafe {
-                                        std::slice::from_raw_parts_mut(
-                                            v_ptr
-                                                .at(((r * 4 + col) * k + ki) * band
-                                                    + (ty - ty0) * tw),
-                                            tw,
-                                        )
-                                    };
-                                    let (o0, o1, o2, o3) = (out(0), out(1), out(2), out(3));
-                                    for tx in 0..tw {
-                                        let d = &tr[2 * tx..2 * tx + 4];
-                                        o0[tx] = d[0] - d[2];
-                                        o1[tx] = d[1] + d[2];
-                                        o2[tx] = d[2] - d[1];
-                                        o3[tx] = d[1] - d[3];
+                        with_widest_simd(
+                            #[inline(always)]
+                            || {
+                                let mut t = vec![0f32; 4 * wp];
+                                for ki in k0..(k0 + per).min(k) {
+                                    let chan = &stack[ki * plane..][..plane];
+                                    for ty in ty0..ty1 {
+                                        let row = |r: usize| &chan[(2 * ty + r) * wp..][..wp];
+                                        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                                        let (t0, rest) = t.split_at_mut(wp);
+                                        let (t1, rest) = rest.split_at_mut(wp);
+                                        let (t2, t3) = rest.split_at_mut(wp);
+                                        for j in 0..wp {
+                                            t0[j] = r0[j] - r2[j];
+                                            t1[j] = r1[j] + r2[j];
+                                            t2[j] = r2[j] - r1[j];
+                                            t3[j] = r1[j] - r3[j];
+                                        }
+                                        for (r, tr) in
+                                            [&*t0, &*t1, &*t2, &*t3].into_iter().enumerate()
+                                        {
+                                            // SAFETY: rows (r*4+col, ki) of V belong to this thread's channels
+                                            // only, and `tw` entries from `ty * tw` stay inside the row.
+                                            let out = |col: usize| unsafe {
+                                                std::slice::from_raw_parts_mut(
+                                                    v_ptr.at(((r * 4 + col) * k + ki) * band
+                                                        + (ty - ty0) * tw),
+                                                    tw,
+                                                )
+                                            };
+                                            let (o0, o1, o2, o3) = (out(0), out(1), out(2), out(3));
+                                            for tx in 0..tw {
+                                                let d = &tr[2 * tx..2 * tx + 4];
+                                                o0[tx] = d[0] - d[2];
+                                                o1[tx] = d[1] + d[2];
+                                                o2[tx] = d[2] - d[1];
+                                                o3[tx] = d[1] - d[3];
+                                            }
+                                        }
                                     }
                                 }
-                            }
-                        }
+                            },
+                        )
                     };
                     if threads > 1 && k * plane >= PARALLEL_MIN {
                         std::thread::scope(|s| {
@@ -599,42 +607,50 @@ impl Winograd {
                     let rows = o.div_ceil(threads);
                     let m = &m;
                     let output_transform = |t: usize, part: &mut [f32]| {
-                        let mut s_rows = vec![0f32; 8 * tw];
-                        for (r, plane_out) in part.chunks_mut(h * w).enumerate() {
-                            let oi = t * rows + r;
-                            let bias = bias[oi];
-                            for ty in ty0..ty1 {
-                                let at =
-                                    |i: usize| &m[(i * o + oi) * band + (ty - ty0) * tw..][..tw];
-                                // s_rows[(dy * 4 + cc) * tw + tx]: A^T applied down the columns.
-                                for cc in 0..4 {
-                                    let (m0, m1, m2, m3) =
-                                        (at(cc), at(4 + cc), at(8 + cc), at(12 + cc));
-                                    let (lo, hi) = s_rows.split_at_mut(4 * tw);
-                                    let s0 = &mut lo[cc * tw..][..tw];
-                                    let s1 = &mut hi[cc * tw..][..tw];
-                                    for tx in 0..tw {
-                                        s0[tx] = m0[tx] + m1[tx] + m2[tx];
-                                        s1[tx] = m1[tx] - m2[tx] - m3[tx];
-                                    }
-                                }
-                                for dy in 0..2 {
-                                    let y = 2 * ty + dy;
-                                    if y >= h {
-                                        continue;
-                                    }
-                                    let sr = |cc: usize| &s_rows[(dy * 4 + cc) * tw..][..tw];
-                                    let (a, bb, cc, d) = (sr(0), sr(1), sr(2), sr(3));
-                                    let out_row = &mut plane_out[y * w..][..w];
-                                    for tx in 0..tw {
-                                        out_row[2 * tx] = a[tx] + bb[tx] + cc[tx] + bias;
-                                        if 2 * tx + 1 < w {
-                                            out_row[2 * tx + 1] = bb[tx] - cc[tx] - d[tx] + bias;
+                        with_widest_simd(
+                            #[inline(always)]
+                            || {
+                                let mut s_rows = vec![0f32; 8 * tw];
+                                for (r, plane_out) in part.chunks_mut(h * w).enumerate() {
+                                    let oi = t * rows + r;
+                                    let bias = bias[oi];
+                                    for ty in ty0..ty1 {
+                                        let at = |i: usize| {
+                                            &m[(i * o + oi) * band + (ty - ty0) * tw..][..tw]
+                                        };
+                                        // s_rows[(dy * 4 + cc) * tw + tx]: A^T applied down the columns.
+                                        for cc in 0..4 {
+                                            let (m0, m1, m2, m3) =
+                                                (at(cc), at(4 + cc), at(8 + cc), at(12 + cc));
+                                            let (lo, hi) = s_rows.split_at_mut(4 * tw);
+                                            let s0 = &mut lo[cc * tw..][..tw];
+                                            let s1 = &mut hi[cc * tw..][..tw];
+                                            for tx in 0..tw {
+                                                s0[tx] = m0[tx] + m1[tx] + m2[tx];
+                                                s1[tx] = m1[tx] - m2[tx] - m3[tx];
+                                            }
+                                        }
+                                        for dy in 0..2 {
+                                            let y = 2 * ty + dy;
+                                            if y >= h {
+                                                continue;
+                                            }
+                                            let sr =
+                                                |cc: usize| &s_rows[(dy * 4 + cc) * tw..][..tw];
+                                            let (a, bb, cc, d) = (sr(0), sr(1), sr(2), sr(3));
+                                            let out_row = &mut plane_out[y * w..][..w];
+                                            for tx in 0..tw {
+                                                out_row[2 * tx] = a[tx] + bb[tx] + cc[tx] + bias;
+                                                if 2 * tx + 1 < w {
+                                                    out_row[2 * tx + 1] =
+                                                        bb[tx] - cc[tx] - d[tx] + bias;
+                                                }
+                                            }
                                         }
                                     }
                                 }
-                            }
-                        }
+                            },
+                        )
                     };
                     if threads > 1 && o * h * w >= PARALLEL_MIN {
                         std::thread::scope(|s| {
