@@ -13,6 +13,7 @@ use candle_core::{DType, Device};
 use gallop_wan::pipeline::{GenerateArgs, StepHooks, WanPipeline, gaussian_noise};
 
 fn main() -> anyhow::Result<()> {
+    gallop_wan::memory::reuse_freed_memory(); // as the gallop binary does
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
         args.len() == 6,
