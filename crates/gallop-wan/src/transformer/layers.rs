@@ -6,20 +6,22 @@ use candle_nn::VarBuilder;
 /// `nn.Linear` over the last dim; inputs of any rank run as one 2-D matmul.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    /// The checkpoint's `[out, in]` weight stored transposed, `[in, out]` contiguous: the matmul
+    /// then packs it with straight copies instead of a strided gather on every call.
+    weight_t: Tensor,
     bias: Tensor,
 }
 
 impl Linear {
     pub fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get((out_dim, in_dim), "weight")?,
+            weight_t: vb.get((out_dim, in_dim), "weight")?.t()?.contiguous()?,
             bias: vb.get(out_dim, "bias")?,
         })
     }
 
     pub fn dtype(&self) -> DType {
-        self.weight.dtype()
+        self.weight_t.dtype()
     }
 }
 
@@ -28,9 +30,9 @@ impl Module for Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
         let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
+        *out_dims.last_mut().unwrap() = self.weight_t.dim(1)?;
         super::fused::add_bias(y, &self.bias)?.reshape(out_dims)
     }
 }
@@ -41,9 +43,9 @@ impl Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
         let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().unwrap() = self.weight.dim(0)?;
+        *out_dims.last_mut().unwrap() = self.weight_t.dim(1)?;
         super::fused::add_bias_gelu(y, &self.bias)?.reshape(out_dims)
     }
 }
