@@ -152,6 +152,11 @@ fn modulate(
     scale_plus_one: &Tensor,
     shift: &Tensor,
 ) -> Result<Tensor> {
+    if let Some(eps) = norm.plain_eps()
+        && let Some(y) = super::fused::modulated_layer_norm(x, scale_plus_one, shift, eps)?
+    {
+        return Ok(y);
+    }
     norm.forward(&x.to_dtype(DType::F32)?)?
         .broadcast_mul(scale_plus_one)?
         .broadcast_add(shift)?
@@ -159,8 +164,10 @@ fn modulate(
 }
 
 /// x + y * gate, in f32, back to x's dtype.
-fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
-    (x.to_dtype(DType::F32)? + y.to_dtype(DType::F32)?.broadcast_mul(gate)?)?.to_dtype(x.dtype())
+fn gated_residual(x: &Tensor, y: Tensor, gate: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    super::fused::gated_add(&x.to_dtype(DType::F32)?, y.to_dtype(DType::F32)?, gate)?
+        .to_dtype(dtype)
 }
 
 /// `WanTransformerBlock`.
@@ -231,7 +238,7 @@ impl Block {
 
         let h = modulate(&self.norm1, x, &m.scale_plus_one, &m.shift)?;
         let h = self.attn1.self_attention(&h, ctx.rope, ctx.tiling)?;
-        let x = gated_residual(x, &h, &m.gate)?;
+        let x = gated_residual(x, h, &m.gate)?;
 
         let h = match &self.norm2 {
             Some(norm) => norm.forward(&x)?,
@@ -241,7 +248,7 @@ impl Block {
 
         let h = modulate(&self.norm3, &x, &m.c_scale_plus_one, &m.c_shift)?;
         let h = ffn_in_row_chunks(&self.ffn, &h, ctx.ffn_rows)?;
-        gated_residual(&x, &h, &m.c_gate)
+        gated_residual(&x, h, &m.c_gate)
     }
 }
 

@@ -66,6 +66,20 @@ fn lanes_reduce(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.into_iter().fold(tail, f)
 }
 
+/// Σ v² in 16 lanes (see [`lanes_reduce`]; squaring inside it would square the lane sums too).
+#[inline(always)]
+fn sum_of_squares(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v * v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    lanes.into_iter().sum::<f32>() + tail
+}
+
 /// softmax over the last dimension of `scores` (attention scores straight from their matmul).
 pub fn softmax_last_dim(scores: Tensor) -> Result<Tensor> {
     if scores.device().is_cpu()
@@ -163,6 +177,139 @@ impl InplaceOp2 for RowOp {
     }
 }
 
+/// The `[b, rows, d]` f32 data of a contiguous CPU tensor, for the modulation kernels.
+fn cpu_rows(t: &Tensor) -> Option<(usize, usize, usize)> {
+    let is_f32_cpu = t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+    match t.dims3() {
+        Ok(dims) if is_f32_cpu && t.is_contiguous() => Some(dims),
+        _ => None,
+    }
+}
+
+/// Per-row modulation vectors `[b, 1 or rows, d]` as a lookup: row `r` of batch `bi`.
+fn modulation_row(m: &[f32], rows_in_m: usize, d: usize, bi: usize, r: usize) -> &[f32] {
+    let r = if rows_in_m == 1 { 0 } else { r };
+    &m[(bi * rows_in_m + r) * d..][..d]
+}
+
+/// layer_norm(x) * scale_plus_one + shift over the last dim (no affine), in one pass over `x`,
+/// where separate ops would write three tensors. `x` `[b, s, d]`; the vectors `[b, 1 or s, d]`.
+/// None when the inputs are not contiguous f32 on the CPU (the caller composes ops then).
+pub fn modulated_layer_norm(
+    x: &Tensor,
+    scale_plus_one: &Tensor,
+    shift: &Tensor,
+    eps: f32,
+) -> Result<Option<Tensor>> {
+    let (Some((b, s, d)), Some((mb, ms, md)), Some(shift_dims)) =
+        (cpu_rows(x), cpu_rows(scale_plus_one), cpu_rows(shift))
+    else {
+        return Ok(None);
+    };
+    if (mb, md) != (b, d) || !(ms == 1 || ms == s) || shift_dims != (mb, ms, md) {
+        return Ok(None);
+    }
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let (m_storage, m_layout) = scale_plus_one.storage_and_layout();
+    let (s_storage, s_layout) = shift.storage_and_layout();
+    use candle_core::Storage::Cpu;
+    let (Cpu(CpuStorage::F32(xs)), Cpu(CpuStorage::F32(scale)), Cpu(CpuStorage::F32(shift))) =
+        (&*x_storage, &*m_storage, &*s_storage)
+    else {
+        return Ok(None);
+    };
+    let xs = &xs[x_layout.start_offset()..][..b * s * d];
+    let scale = &scale[m_layout.start_offset()..][..b * ms * d];
+    let shift = &shift[s_layout.start_offset()..][..b * ms * d];
+    let mut out = vec![0f32; b * s * d];
+    let out_ptr = out.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(b * s, |range| {
+        for row in range {
+            let (bi, r) = (row / s, row % s);
+            let x = &xs[row * d..][..d];
+            // SAFETY: each row is written by exactly one unit; rows do not overlap.
+            let y =
+                unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(row * d), d) };
+            let (g, t) = (
+                modulation_row(scale, ms, d, bi, r),
+                modulation_row(shift, ms, d, bi, r),
+            );
+            with_widest_simd(
+                #[inline(always)]
+                || {
+                    let mean = lanes_reduce(x, 0.0, |a, v| a + v) / d as f32;
+                    for (yv, &xv) in y.iter_mut().zip(x) {
+                        *yv = xv - mean;
+                    }
+                    let var = sum_of_squares(y) / d as f32;
+                    let rstd = 1.0 / (var + eps).sqrt();
+                    for ((yv, &gv), &tv) in y.iter_mut().zip(g).zip(t) {
+                        *yv = *yv * rstd * gv + tv;
+                    }
+                },
+            );
+        }
+    });
+    Tensor::from_vec(out, (b, s, d), x.device()).map(Some)
+}
+
+/// x + y * gate over the last dim, written into `y` (a fresh output) when all are contiguous f32
+/// on the CPU; `x`, `y` `[b, s, d]`, `gate` `[b, 1 or s, d]`.
+pub fn gated_add(x: &Tensor, y: Tensor, gate: &Tensor) -> Result<Tensor> {
+    let fusable = match (cpu_rows(x), cpu_rows(&y), cpu_rows(gate)) {
+        (Some(xd), Some(yd), Some((gb, gs, gd))) => {
+            xd == yd && (gb, gd) == (xd.0, xd.2) && (gs == 1 || gs == xd.1)
+        }
+        _ => false,
+    };
+    if !fusable {
+        return x + y.broadcast_mul(gate)?;
+    }
+    y.inplace_op3(x, gate, &GatedAdd)?;
+    Ok(y)
+}
+
+struct GatedAdd;
+
+impl candle_core::InplaceOp3 for GatedAdd {
+    fn name(&self) -> &'static str {
+        "gated-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &mut CpuStorage,
+        yl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(ys), CpuStorage::F32(xs), CpuStorage::F32(gs)) = (ys, xs, gs) else {
+            candle_core::bail!("{}: f32 only", self.name());
+        };
+        let (b, s, d) = yl.shape().dims3()?;
+        let rows_in_gate = gl.shape().dims3()?.1;
+        let ys = &mut ys[yl.start_offset()..][..b * s * d];
+        let xs = &xs[xl.start_offset()..][..b * s * d];
+        let gs = &gs[gl.start_offset()..][..b * rows_in_gate * d];
+        let y_ptr = ys.as_mut_ptr() as usize;
+        candle_core::utils::barrier_pool().execute_chunked(b * s, |range| {
+            for row in range {
+                // SAFETY: each row is written by exactly one unit; rows do not overlap.
+                let y =
+                    unsafe { std::slice::from_raw_parts_mut((y_ptr as *mut f32).add(row * d), d) };
+                let x = &xs[row * d..][..d];
+                let g = modulation_row(gs, rows_in_gate, d, row / s, row % s);
+                for ((yv, &xv), &gv) in y.iter_mut().zip(x).zip(g) {
+                    *yv = xv + *yv * gv;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +321,36 @@ mod tests {
         let fused = softmax_last_dim(scores.copy().unwrap()).unwrap();
         let err = crate::testing::relative_error(&fused, &expected).unwrap();
         assert!(err < 1e-6, "relative error {err:e}");
+    }
+
+    #[test]
+    fn modulation_kernels_match_composed_ops() {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::randn(0f32, 3f32, (2, 7, 40), &dev).unwrap();
+        for rows in [1, 7] {
+            let scale = Tensor::randn(1f32, 0.5f32, (2, rows, 40), &dev).unwrap();
+            let shift = Tensor::randn(0f32, 1f32, (2, rows, 40), &dev).unwrap();
+            let (ones, zeros) = (
+                Tensor::ones(40, candle_core::DType::F32, &dev).unwrap(),
+                Tensor::zeros(40, candle_core::DType::F32, &dev).unwrap(),
+            );
+            let expected = candle_nn::ops::layer_norm(&x, &ones, &zeros, 1e-6)
+                .unwrap()
+                .broadcast_mul(&scale)
+                .unwrap()
+                .broadcast_add(&shift)
+                .unwrap();
+            let fused = modulated_layer_norm(&x, &scale, &shift, 1e-6)
+                .unwrap()
+                .expect("contiguous f32 takes the fused path");
+            let err = crate::testing::relative_error(&fused, &expected).unwrap();
+            assert!(err < 1e-6, "modulated layer norm: relative error {err:e}");
+
+            let y = Tensor::randn(0f32, 1f32, (2, 7, 40), &dev).unwrap();
+            let expected = (&x + y.broadcast_mul(&scale).unwrap()).unwrap();
+            let fused = gated_add(&x, y.copy().unwrap(), &scale).unwrap();
+            let err = crate::testing::relative_error(&fused, &expected).unwrap();
+            assert!(err < 1e-7, "gated add: relative error {err:e}");
+        }
     }
 }

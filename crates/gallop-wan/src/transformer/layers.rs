@@ -56,6 +56,8 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
+    /// Read from the checkpoint (else unit weight, zero bias).
+    affine: bool,
 }
 
 impl LayerNorm {
@@ -65,6 +67,7 @@ impl LayerNorm {
             weight: Tensor::ones(dim, DType::F32, vb.device())?,
             bias: Tensor::zeros(dim, DType::F32, vb.device())?,
             eps: eps as f32,
+            affine: false,
         })
     }
 
@@ -74,7 +77,13 @@ impl LayerNorm {
             weight: vb.get(dim, "weight")?,
             bias: vb.get(dim, "bias")?,
             eps: eps as f32,
+            affine: true,
         })
+    }
+
+    /// The epsilon of a norm without affine parameters (the ones the modulation follows).
+    pub fn plain_eps(&self) -> Option<f32> {
+        (!self.affine).then_some(self.eps)
     }
 }
 
