@@ -4,7 +4,9 @@
 //! its multiples, then resized/cropped to the exact output size after decoding; the seed drives
 //! the initial noise.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::{Context, ensure};
@@ -38,6 +40,122 @@ pub struct WanSettings {
     pub dump_frames: Option<PathBuf>,
     /// VACE: the control hints' weight instead of 1.0 (diffusers' default).
     pub conditioning_scale: Option<f64>,
+    /// Where the pipeline computes (`--device`, the config's `device`).
+    pub device: ComputeDevice,
+    /// The float type of the transformer and text/image encoder weights (`--dtype`, `dtype`).
+    pub dtype: ComputeDtype,
+}
+
+/// The device a pipeline runs on: `cpu`, `cuda` (GPU 0) or `cuda:N`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ComputeDevice {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for ComputeDevice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let gpu = match s.split_once(':') {
+            None if s == "cpu" => return Ok(Self::Cpu),
+            None if s == "cuda" => Some(0),
+            Some(("cuda", n)) => n.parse().ok(),
+            _ => None,
+        };
+        gpu.map(Self::Cuda).ok_or_else(|| {
+            format!("must be cpu, cuda or cuda:N (N the GPU index, from 0), got {s:?}")
+        })
+    }
+}
+
+impl fmt::Display for ComputeDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// The compute float type of the transformer and text/image encoders. The latents, the
+/// scheduler and the VAE stay f32, as diffusers keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ComputeDtype {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl ComputeDtype {
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+            Self::F16 => DType::F16,
+        }
+    }
+}
+
+impl FromStr for ComputeDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("must be f32, bf16 or f16, got {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        })
+    }
+}
+
+/// Refuses a device or dtype this build cannot compute with, without touching any device.
+/// Messages begin with the setting's name (`device: ...`, `dtype: ...`).
+fn check_compute_rules(settings: &WanSettings) -> anyhow::Result<()> {
+    if let ComputeDevice::Cuda(_) = settings.device {
+        ensure!(
+            candle_core::utils::cuda_is_available(),
+            "device: {} needs CUDA, but this gallop was built without CUDA: rebuild with \
+             `cargo build --release --features cuda`",
+            settings.device
+        );
+    }
+    ensure!(
+        settings.device != ComputeDevice::Cpu || settings.dtype == ComputeDtype::F32,
+        "dtype: {} runs on CUDA only: candle's CPU kernels compute in f32 (bf16/f16 checkpoint \
+         weights are converted to f32 on the CPU anyway); use dtype f32 on the CPU",
+        settings.dtype
+    );
+    Ok(())
+}
+
+/// Checks the device and dtype before any weights load: the build's rules, then whether the
+/// CUDA device opens on this machine. Messages begin with the setting's name.
+pub fn check_compute(settings: &WanSettings) -> anyhow::Result<()> {
+    check_compute_rules(settings)?;
+    open_device(settings.device).map(drop)
+}
+
+/// Opens the device, with candle's error named by the setting when it is not available.
+pub fn open_device(device: ComputeDevice) -> anyhow::Result<Device> {
+    match device {
+        ComputeDevice::Cpu => Ok(Device::Cpu),
+        ComputeDevice::Cuda(n) => Device::new_cuda(n)
+            .map_err(|e| anyhow::anyhow!("device: {device} is not available: {e}")),
+    }
 }
 
 /// The family traits the parameter mapping needs, read from the checkpoint.
@@ -105,6 +223,7 @@ pub fn class_name(class: PipelineClass) -> &'static str {
 
 /// Refuses settings the checkpoint cannot honour, naming the setting and the rule.
 pub fn check_settings(index: &ModelIndex, settings: &WanSettings) -> anyhow::Result<()> {
+    check_compute_rules(settings)?;
     if settings.steps == Some(0) {
         anyhow::bail!("steps must be >= 1");
     }
@@ -146,25 +265,47 @@ pub struct WanEngine {
 }
 
 impl WanEngine {
-    /// Load a diffusers model directory (f32; CUDA when built with it and available).
+    /// Load a diffusers model directory on the settings' device, in their dtype.
     pub fn load(model_dir: &Path, settings: WanSettings) -> anyhow::Result<Self> {
         check_settings(&ModelIndex::read(model_dir)?, &settings)?;
-        Self::from_pipeline(Self::load_pipeline(model_dir)?, settings)
+        Self::from_pipeline(Self::load_pipeline(model_dir, &settings)?, settings)
     }
 
-    /// Load a checkpoint's pipeline as engines run it, to share among engines.
-    pub fn load_pipeline(model_dir: &Path) -> anyhow::Result<Arc<WanPipeline>> {
-        let device = Device::Cpu;
-        Ok(Arc::new(WanPipeline::load(model_dir, DType::F32, &device)?))
+    /// Load a checkpoint's pipeline as engines with these settings' device and dtype run it,
+    /// to share among such engines.
+    pub fn load_pipeline(
+        model_dir: &Path,
+        settings: &WanSettings,
+    ) -> anyhow::Result<Arc<WanPipeline>> {
+        check_compute_rules(settings)?;
+        let device = open_device(settings.device)?;
+        Ok(Arc::new(WanPipeline::load(
+            model_dir,
+            settings.dtype.dtype(),
+            &device,
+        )?))
     }
 
     /// An engine over an already loaded pipeline, so several settings can share one
-    /// checkpoint's weights.
+    /// checkpoint's weights. The pipeline must come from [`Self::load_pipeline`] with the same
+    /// device and dtype.
     pub fn from_pipeline(
         pipeline: Arc<WanPipeline>,
         settings: WanSettings,
     ) -> anyhow::Result<Self> {
         check_settings(pipeline.index(), &settings)?;
+        let on_device = match settings.device {
+            ComputeDevice::Cpu => pipeline.device().is_cpu(),
+            ComputeDevice::Cuda(n) => {
+                pipeline.device().location() == candle_core::DeviceLocation::Cuda { gpu_id: n }
+            }
+        };
+        ensure!(
+            on_device,
+            "device: the pipeline was loaded on {:?}, the settings ask for {}",
+            pipeline.device().location(),
+            settings.device
+        );
         let family = Family::of(&pipeline);
         Ok(Self {
             checkpoint: pipeline.index().dir.display().to_string(),
@@ -172,6 +313,11 @@ impl WanEngine {
             settings,
             family,
         })
+    }
+
+    /// Where and in which float type the pipeline computes, for reports: `cpu, f32`.
+    pub fn compute(&self) -> String {
+        format!("{}, {}", self.settings.device, self.settings.dtype)
     }
 
     /// The seed model id this checkpoint serves, if any.
@@ -288,7 +434,7 @@ impl WanEngine {
             .pipeline
             .latent_shape(height, width, num_frames, references.len());
         let latents = match &self.settings.init_noise {
-            Some(path) => read_noise(path, &shape)?,
+            Some(path) => read_noise(path, &shape)?.to_device(&device)?,
             None => gaussian_noise(&shape, input.seed as u64, &device)?,
         };
         let negative = input
@@ -346,6 +492,8 @@ impl WanEngine {
             if ctx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(Cancelled.into());
             }
+            // The encoder takes 8-bit frames from host memory (no-ops for CPU f32).
+            let frames = frames.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
             if self.settings.dump_frames.is_some() {
                 dump.push(frames.clone());
             }
@@ -440,4 +588,67 @@ fn read_noise(path: &Path, shape: &[usize; 5]) -> anyhow::Result<Tensor> {
         latents.dims()
     );
     Ok(latents.to_dtype(DType::F32)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_and_dtypes_parse_and_print_as_written() {
+        assert_eq!("cpu".parse(), Ok(ComputeDevice::Cpu));
+        assert_eq!("cuda".parse(), Ok(ComputeDevice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(ComputeDevice::Cuda(3)));
+        assert_eq!(ComputeDevice::Cuda(3).to_string(), "cuda:3");
+        for bad in ["gpu", "cuda:", "cuda:-1", "cpu:0", "CUDA", ""] {
+            let err = bad.parse::<ComputeDevice>().unwrap_err();
+            assert!(
+                err.starts_with("must be cpu, cuda or cuda:N"),
+                "{bad}: {err}"
+            );
+        }
+        for (text, dtype, candle) in [
+            ("f32", ComputeDtype::F32, DType::F32),
+            ("bf16", ComputeDtype::Bf16, DType::BF16),
+            ("f16", ComputeDtype::F16, DType::F16),
+        ] {
+            assert_eq!(text.parse(), Ok(dtype));
+            assert_eq!(dtype.to_string(), text);
+            assert_eq!(dtype.dtype(), candle);
+        }
+        let err = "float32".parse::<ComputeDtype>().unwrap_err();
+        assert_eq!(err, "must be f32, bf16 or f16, got \"float32\"");
+    }
+
+    #[test]
+    fn the_cpu_computes_in_f32_only() {
+        let on_cpu = |dtype| WanSettings {
+            dtype,
+            ..Default::default()
+        };
+        check_compute(&on_cpu(ComputeDtype::F32)).unwrap();
+        for dtype in [ComputeDtype::Bf16, ComputeDtype::F16] {
+            let err = check_compute(&on_cpu(dtype)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("dtype: {dtype} runs on CUDA only")),
+                "{err}"
+            );
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_in_a_cpu_build_names_the_rebuild() {
+        let settings = WanSettings {
+            device: ComputeDevice::Cuda(0),
+            dtype: ComputeDtype::Bf16,
+            ..Default::default()
+        };
+        let err = check_compute(&settings).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "device: cuda:0 needs CUDA, but this gallop was built without CUDA: rebuild with \
+             `cargo build --release --features cuda`"
+        );
+    }
 }

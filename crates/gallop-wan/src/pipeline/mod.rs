@@ -332,6 +332,9 @@ impl WanPipeline {
                 }
                 None => cond,
             };
+            // bf16/f16 transformers predict in their dtype; the scheduler steps the f32 latents
+            // (diffusers' type promotion). A no-op for f32.
+            let noise_pred = noise_pred.to_dtype(latents.dtype())?;
             latents = scheduler.step(&noise_pred, &latents)?;
             progress(i + 1, timesteps.len());
         }
