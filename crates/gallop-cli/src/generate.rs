@@ -85,6 +85,13 @@ pub struct Args {
     /// shape diffusers' prepare_latents makes).
     #[arg(long)]
     init_noise: Option<PathBuf>,
+    /// With --model-dir: cpu, cuda (GPU 0) or cuda:N; CUDA needs a build with `--features cuda`.
+    #[arg(long, requires = "model_dir", default_value = "cpu")]
+    device: gallop_wan::engine::ComputeDevice,
+    /// With --model-dir: the transformer's and encoders' float type, f32, bf16 or f16 (bf16/f16
+    /// on CUDA only: candle's CPU kernels compute in f32).
+    #[arg(long, requires = "model_dir", default_value = "f32")]
+    dtype: gallop_wan::engine::ComputeDtype,
 }
 
 impl Args {
@@ -114,6 +121,8 @@ impl Args {
                 .then(|| self.dump_frames.clone())
                 .flatten(),
             conditioning_scale: None,
+            device: self.device,
+            dtype: self.dtype,
         }
     }
 
@@ -165,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.
     let images = load_images(&request, args.width.is_some())?;
-    let engine = choose_engine(args.model_dir.as_deref(), args.wan_settings())?;
+    let (engine, compute) = choose_engine(args.model_dir.as_deref(), args.wan_settings())?;
 
     let options = RenderOptions {
         watermark_text: args.watermark_text.clone(),
@@ -226,23 +235,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         output.fps,
         output.duration_secs()
     );
-    println!("engine: {}", describe_engine(&output.engine));
+    match compute {
+        Some(compute) => println!("engine: {} on {compute}", describe_engine(&output.engine)),
+        None => println!("engine: {}", describe_engine(&output.engine)),
+    }
     println!("seed: {}", output.seed);
     Ok(())
 }
 
-/// The one place that decides which engine serves a run.
+/// The one place that decides which engine serves a run; with it, the Wan engine's device and
+/// dtype (`cpu, f32`) for the summary.
 fn choose_engine(
     model_dir: Option<&Path>,
     settings: gallop_wan::WanSettings,
-) -> anyhow::Result<Box<dyn Engine>> {
-    match model_dir {
-        None => Ok(Box::new(PreviewEngine)),
-        Some(dir) => Ok(Box::new(
-            gallop_wan::WanEngine::load(dir, settings)
-                .with_context(|| format!("--model-dir {}", dir.display()))?,
-        )),
-    }
+) -> anyhow::Result<(Box<dyn Engine>, Option<String>)> {
+    let Some(dir) = model_dir else {
+        return Ok((Box::new(PreviewEngine), None));
+    };
+    // Before any weights load, named as the flags (the messages begin `device: `/`dtype: `).
+    gallop_wan::engine::check_compute(&settings).map_err(|e| anyhow::anyhow!("--{e:#}"))?;
+    let engine = gallop_wan::WanEngine::load(dir, settings)
+        .with_context(|| format!("--model-dir {}", dir.display()))?;
+    let compute = engine.compute();
+    Ok((Box::new(engine), Some(compute)))
 }
 
 fn describe_engine(info: &EngineInfo) -> String {

@@ -4,6 +4,7 @@
 
 mod checkpoints;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,10 +61,18 @@ pub struct Args {
     /// (default: --guidance if given, else the family's recipe).
     #[arg(long, requires = "model_dir")]
     guidance_2: Option<f64>,
+    /// With --model-dir: cpu, cuda (GPU 0) or cuda:N; CUDA needs a build with `--features cuda`.
+    #[arg(long, requires = "model_dir", default_value = "cpu")]
+    device: gallop_wan::engine::ComputeDevice,
+    /// With --model-dir: the transformer's and encoders' float type, f32, bf16 or f16 (bf16/f16
+    /// on CUDA only: candle's CPU kernels compute in f32).
+    #[arg(long, requires = "model_dir", default_value = "f32")]
+    dtype: gallop_wan::engine::ComputeDtype,
 }
 
-/// The engine for each model id the operator configured; empty for the preview.
-fn configured_engines(args: &Args) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>)>> {
+/// The engine for each model id the operator configured, with where it computes (`cpu, f32`);
+/// empty for the preview.
+fn configured_engines(args: &Args) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>, String)>> {
     let checkpoints = match (&args.config, &args.model_dir) {
         (Some(path), _) => checkpoints::read_config(path)?,
         (None, Some(dir)) => vec![checkpoints::shorthand(
@@ -72,6 +81,8 @@ fn configured_engines(args: &Args) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engin
                 steps: args.steps,
                 guidance: args.guidance,
                 guidance_2: args.guidance_2,
+                device: args.device,
+                dtype: args.dtype,
                 ..Default::default()
             },
         )?],
@@ -93,16 +104,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         anyhow::bail!("--public-url must start with http:// or https://, got {url:?}");
     }
-    let engines = EngineMap::configured(configured_engines(&args)?);
+    let configured = configured_engines(&args)?;
+    let compute: HashMap<ModelId, String> = configured
+        .iter()
+        .map(|(model, _, compute)| (*model, compute.clone()))
+        .collect();
+    let engines = EngineMap::configured(
+        configured
+            .into_iter()
+            .map(|(model, engine, _)| (model, engine))
+            .collect(),
+    );
     for (model, info) in engines.infos() {
         match info {
             Some(info) if info.engine == "preview" => {
                 println!("{model}: motion preview (no checkpoint configured; not the neural model)")
             }
             Some(info) => println!(
-                "{model}: {} engine, checkpoint {}",
+                "{model}: {} engine, checkpoint {}{}",
                 info.engine,
-                info.checkpoint.unwrap_or_default()
+                info.checkpoint.unwrap_or_default(),
+                compute
+                    .get(&model)
+                    .map(|c| format!(", on {c}"))
+                    .unwrap_or_default()
             ),
             None => {
                 println!("{model}: not served (no checkpoint configured; requests are refused)")

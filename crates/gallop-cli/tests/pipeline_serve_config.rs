@@ -88,9 +88,9 @@ fn each_model_runs_on_its_own_checkpoint() {
     let (i2v_ckpt, r2v_ckpt) = (checkpoint("ti2v"), checkpoint("vace"));
     assert!(
         lines.contains(&format!(
-            "alibaba/hh1-i2v: wan engine, checkpoint {i2v_ckpt}"
+            "alibaba/hh1-i2v: wan engine, checkpoint {i2v_ckpt}, on cpu, f32"
         )) && lines.contains(&format!(
-            "alibaba/hh1.1-r2v: wan engine, checkpoint {r2v_ckpt}"
+            "alibaba/hh1.1-r2v: wan engine, checkpoint {r2v_ckpt}, on cpu, f32"
         )),
         "{lines:?}"
     );

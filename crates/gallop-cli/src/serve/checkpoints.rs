@@ -8,6 +8,8 @@
 //! steps = 40          # optional; the checkpoint family's recipe otherwise
 //! guidance = 3.5      # optional
 //! guidance_2 = 3.5    # optional; two-expert (A14B) checkpoints only
+//! device = "cuda:0"   # optional: cpu (default), cuda or cuda:N; CUDA builds only
+//! dtype = "bf16"      # optional: f32 (default), bf16 or f16; bf16/f16 on CUDA only
 //!
 //! [models."alibaba/hh1.1-r2v"]
 //! model_dir = "/models/Wan2.1-VACE-14B-diffusers"
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, ensure};
 use gallop_api::ModelId;
 use gallop_engine::Engine;
-use gallop_wan::engine::{check_settings, class_name, model_served_by};
+use gallop_wan::engine::{check_compute, check_settings, class_name, model_served_by};
 use gallop_wan::model_dir::{ModelIndex, PipelineClass};
 use gallop_wan::{WanEngine, WanSettings};
 use serde::Deserialize;
@@ -38,6 +40,8 @@ struct Entry {
     steps: Option<usize>,
     guidance: Option<f64>,
     guidance_2: Option<f64>,
+    device: Option<String>,
+    dtype: Option<String>,
 }
 
 /// One model id's checkpoint, checked, weights not loaded yet.
@@ -72,21 +76,35 @@ pub fn read_config(path: &Path) -> anyhow::Result<Vec<Checkpoint>> {
                     ModelId::ALL.map(|m| m.as_str()).join(", ")
                 )
             })?;
+            let at_key = |e: anyhow::Error| anyhow!("--config {}: {key}.{e:#}", path.display());
             let settings = WanSettings {
                 steps: entry.steps,
                 guidance: entry.guidance,
                 guidance_2: entry.guidance_2,
+                device: parse_key("device", entry.device.as_deref()).map_err(at_key)?,
+                dtype: parse_key("dtype", entry.dtype.as_deref()).map_err(at_key)?,
                 ..Default::default()
             };
             let dir = base.join(&entry.model_dir);
-            check(model, &dir, settings)
-                .map_err(|e| anyhow!("--config {}: {key}.{e:#}", path.display()))
+            check(model, &dir, settings).map_err(at_key)
         })
         .collect()
 }
 
+/// A key's value parsed, or its default when absent; errors begin with the key.
+fn parse_key<T: std::str::FromStr<Err = String> + Default>(
+    key: &str,
+    value: Option<&str>,
+) -> anyhow::Result<T> {
+    value.map_or(Ok(T::default()), |v| {
+        v.parse().map_err(|e| anyhow!("{key}: {e}"))
+    })
+}
+
 /// `--model-dir DIR`: the checkpoint serves the one id its pipeline class supports.
 pub fn shorthand(dir: &Path, settings: WanSettings) -> anyhow::Result<Checkpoint> {
+    // Named as the flags (`--device: ...`); check() repeats it harmlessly.
+    check_compute(&settings).map_err(|e| anyhow!("--{e:#}"))?;
     let index = ModelIndex::read(dir).map_err(|e| anyhow!("--model-dir: {e:#}"))?;
     let model = model_served_by(index.class).with_context(|| {
         format!(
@@ -129,8 +147,9 @@ fn check(model: ModelId, dir: &Path, settings: WanSettings) -> anyhow::Result<Ch
         class_name(index.class),
         class_name(needed_class(model))
     );
-    // check_settings' messages begin with the setting's name.
+    // check_settings' and check_compute's messages begin with the setting's name.
     check_settings(&index, &settings)?;
+    check_compute(&settings)?;
     Ok(Checkpoint {
         model,
         dir: dir.to_path_buf(),
@@ -138,11 +157,17 @@ fn check(model: ModelId, dir: &Path, settings: WanSettings) -> anyhow::Result<Ch
     })
 }
 
-/// Loads the engines; a directory named by several ids loads once.
-pub fn load(checkpoints: Vec<Checkpoint>) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>)>> {
+/// Loads the engines, each with where it computes (`cpu, f32`); a directory named by several
+/// ids on the same device and dtype loads once.
+pub fn load(
+    checkpoints: Vec<Checkpoint>,
+) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>, String)>> {
     Ok(load_wan(checkpoints)?
         .into_iter()
-        .map(|(model, engine)| (model, Arc::new(engine) as Arc<dyn Engine>))
+        .map(|(model, engine)| {
+            let compute = engine.compute();
+            (model, Arc::new(engine) as Arc<dyn Engine>, compute)
+        })
         .collect())
 }
 
@@ -151,12 +176,20 @@ fn load_wan(checkpoints: Vec<Checkpoint>) -> anyhow::Result<Vec<(ModelId, WanEng
     let mut engines = Vec::new();
     for c in checkpoints {
         let same_dir = c.dir.canonicalize().unwrap_or_else(|_| c.dir.clone());
-        let pipeline = match loaded.get(&same_dir) {
+        let same = (same_dir, c.settings.device, c.settings.dtype);
+        let pipeline = match loaded.get(&same) {
             Some(pipeline) => Arc::clone(pipeline),
             None => {
-                let pipeline = WanEngine::load_pipeline(&c.dir)
+                let pipeline = WanEngine::load_pipeline(&c.dir, &c.settings)
                     .with_context(|| format!("loading {} for {}", c.dir.display(), c.model))?;
-                loaded.insert(same_dir, Arc::clone(&pipeline));
+                tracing::info!(
+                    "loaded {} for {} on {}, {}",
+                    c.dir.display(),
+                    c.model,
+                    c.settings.device,
+                    c.settings.dtype
+                );
+                loaded.insert(same, Arc::clone(&pipeline));
                 pipeline
             }
         };
@@ -169,6 +202,7 @@ fn load_wan(checkpoints: Vec<Checkpoint>) -> anyhow::Result<Vec<(ModelId, WanEng
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gallop_wan::engine::{ComputeDevice, ComputeDtype};
 
     fn pipelines() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../gallop-wan/tests/fixtures/pipelines")
@@ -201,6 +235,9 @@ mod tests {
             guidance = 4.0
             guidance_2 = 2.0
 
+            device = "cpu"
+            dtype = "f32"
+
             [models."alibaba/hh1.1-r2v"]
             model_dir = "FIXTURES/vace/model"
             "#,
@@ -210,6 +247,8 @@ mod tests {
         assert_eq!(checkpoints[0].model, ModelId::HhI2v);
         assert_eq!(checkpoints[0].settings.steps, Some(2));
         assert_eq!(checkpoints[0].settings.guidance_2, Some(2.0));
+        assert_eq!(checkpoints[0].settings.device, ComputeDevice::Cpu);
+        assert_eq!(checkpoints[0].settings.dtype, ComputeDtype::F32);
         assert_eq!(checkpoints[1].model, ModelId::HhR2v);
         assert!(checkpoints[1].dir.ends_with("vace/model"));
         assert_eq!(checkpoints[1].settings, WanSettings::default());
@@ -266,6 +305,18 @@ mod tests {
                 "missing field `model_dir`",
             ),
             ("models = {}\n", "`models` names no checkpoint"),
+            (
+                "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndtype = \"bf16\"\n",
+                "models.\"alibaba/hh1-i2v\".dtype: bf16 runs on CUDA only: candle's CPU kernels compute in f32",
+            ),
+            (
+                "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndtype = \"fp16\"\n",
+                "models.\"alibaba/hh1-i2v\".dtype: must be f32, bf16 or f16, got \"fp16\"",
+            ),
+            (
+                "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndevice = \"cuda:a\"\n",
+                "models.\"alibaba/hh1-i2v\".device: must be cpu, cuda or cuda:N",
+            ),
         ] {
             let err = error(text);
             assert!(err.contains(wanted), "{text}\nwanted {wanted:?} in: {err}");
@@ -298,6 +349,29 @@ mod tests {
             engines[1].1.pipeline()
         ));
         assert_eq!((engines[0].1.steps(), engines[1].1.steps()), (1, 2));
+        assert_eq!(engines[0].1.compute(), "cpu, f32");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_in_a_cpu_build_is_refused_naming_the_key_or_the_flag() {
+        let err = error(
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndevice = \"cuda\"\n",
+        );
+        assert!(
+            err.contains("models.\"alibaba/hh1-i2v\".device: cuda:0 needs CUDA")
+                && err.contains("cargo build --release --features cuda"),
+            "{err}"
+        );
+        let settings = WanSettings {
+            device: ComputeDevice::Cuda(1),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            shorthand(&pipelines().join("ti2v/model"), settings).unwrap_err()
+        );
+        assert!(err.starts_with("--device: cuda:1 needs CUDA"), "{err}");
     }
 
     #[test]
