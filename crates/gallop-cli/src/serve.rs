@@ -42,8 +42,8 @@ pub struct Args {
     /// Queued jobs accepted before new ones get 429 (code 3040).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     queue_limit: u32,
-    /// A TOML file naming the Wan checkpoint (and optional steps, guidance, guidance_2) that
-    /// serves each model id; ids it does not name are refused. See README.md.
+    /// A TOML file naming the Wan checkpoint (and optional steps, guidance, guidance_2, device,
+    /// dtype) that serves each model id; ids it does not name are refused. See README.md.
     #[arg(long, conflicts_with = "model_dir")]
     config: Option<PathBuf>,
     /// One Wan checkpoint in the diffusers layout; it serves the model id its pipeline supports
