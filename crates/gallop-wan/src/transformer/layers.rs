@@ -14,8 +14,16 @@ pub struct Linear {
 
 impl Linear {
     pub fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        // A weight that is not laid out in memory (the manifest checker's zero-stride stand-ins
+        // at 14B shapes) stays a transposed view rather than being materialised.
+        let weight_t = if weight.is_contiguous() {
+            weight.t()?.contiguous()?
+        } else {
+            weight.t()?
+        };
         Ok(Self {
-            weight_t: vb.get((out_dim, in_dim), "weight")?.t()?.contiguous()?,
+            weight_t,
             bias: vb.get(out_dim, "bias")?,
         })
     }
