@@ -7,8 +7,7 @@ mod support;
 use support::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -111,29 +110,8 @@ fn cpu_f32_flags_give_the_default_runs_bytes() {
 
 /// `gallop serve` with `args`; it must exit with code 2 within a minute. Returns stderr.
 fn serve_refuses(args: &[&str]) -> String {
-    let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(GALLOP)
-        .args(["serve", "--addr", &free_addr(), "--data-dir"])
-        .arg(data.path().join("data"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("gallop serve started with {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    let (code, stderr) = serve_exit(args);
+    assert_eq!(code, Some(2), "{args:?}: {stderr}");
     stderr
 }
 

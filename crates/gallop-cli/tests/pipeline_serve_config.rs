@@ -8,8 +8,7 @@ mod support;
 use support::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn checkpoint(case: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -193,32 +192,11 @@ fn a_model_without_a_checkpoint_is_refused_at_submit() {
 
 /// `gallop serve` with `config_text`; it must exit non-zero within a minute. Returns stderr.
 fn serve_refuses(config_text: &str) -> String {
-    let data = tempfile::tempdir().unwrap();
-    let config = data.path().join("gallop.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gallop.toml");
     std::fs::write(&config, config_text).unwrap();
-    let mut child = Command::new(GALLOP)
-        .args(["serve", "--addr", &free_addr(), "--data-dir"])
-        .arg(data.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("gallop serve started with a malformed config:\n{config_text}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "{stderr}");
+    let (code, stderr) = serve_exit(&["--config", config.to_str().unwrap()]);
+    assert!(code != Some(0), "{config_text}\n{stderr}");
     stderr
 }
 

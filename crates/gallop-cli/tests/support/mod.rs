@@ -92,6 +92,39 @@ impl Drop for Server {
     }
 }
 
+/// `gallop serve` (on a free port, data in a fresh temp dir) with `args`, which must make it
+/// exit within a minute; returns its exit code and stderr.
+pub fn serve_exit(args: &[&str]) -> (Option<i32>, String) {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(GALLOP)
+        .args(["serve", "--addr", &free_addr(), "--data-dir"])
+        .arg(data.path().join("data"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gallop serve started with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
 pub fn free_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
