@@ -650,5 +650,9 @@ mod tests {
             "device: cuda:0 needs CUDA, but this gallop was built without CUDA: rebuild with \
              `cargo build --release --features cuda`"
         );
+        // A device that does not open: candle's reason, behind the setting's name.
+        let err = open_device(ComputeDevice::Cuda(2)).unwrap_err().to_string();
+        let reason = err.strip_prefix("device: cuda:2 is not available: ");
+        assert!(reason.is_some_and(|r| !r.is_empty()), "{err}");
     }
 }
