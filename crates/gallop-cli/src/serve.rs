@@ -7,11 +7,9 @@ mod checkpoints;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gallop_api::ModelId;
-use gallop_engine::Engine;
 
 use gallop_server::config::DEFAULT_ADDR;
 use gallop_server::{EngineMap, ServerConfig};
@@ -70,9 +68,8 @@ pub struct Args {
     dtype: gallop_wan::engine::ComputeDtype,
 }
 
-/// The engine for each model id the operator configured, with where it computes (`cpu, f32`);
-/// empty for the preview.
-fn configured_engines(args: &Args) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>, String)>> {
+/// The engine for each model id the operator configured; empty for the preview.
+fn configured_engines(args: &Args) -> anyhow::Result<Vec<checkpoints::Served>> {
     let checkpoints = match (&args.config, &args.model_dir) {
         (Some(path), _) => checkpoints::read_config(path)?,
         (None, Some(dir)) => vec![checkpoints::shorthand(
@@ -107,12 +104,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let configured = configured_engines(&args)?;
     let compute: HashMap<ModelId, String> = configured
         .iter()
-        .map(|(model, _, compute)| (*model, compute.clone()))
+        .map(|s| (s.model, s.compute.clone()))
         .collect();
     let engines = EngineMap::configured(
         configured
             .into_iter()
-            .map(|(model, engine, _)| (model, engine))
+            .map(|s| (s.model, s.engine))
             .collect(),
     );
     for (model, info) in engines.infos() {

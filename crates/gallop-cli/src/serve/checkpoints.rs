@@ -157,16 +157,21 @@ fn check(model: ModelId, dir: &Path, settings: WanSettings) -> anyhow::Result<Ch
     })
 }
 
-/// Loads the engines, each with where it computes (`cpu, f32`); a directory named by several
-/// ids on the same device and dtype loads once.
-pub fn load(
-    checkpoints: Vec<Checkpoint>,
-) -> anyhow::Result<Vec<(ModelId, Arc<dyn Engine>, String)>> {
+/// A loaded engine for one model id, with where it computes (`cpu, f32`) for the startup lines.
+pub struct Served {
+    pub model: ModelId,
+    pub engine: Arc<dyn Engine>,
+    pub compute: String,
+}
+
+/// Loads the engines; a directory named by several ids on the same device and dtype loads once.
+pub fn load(checkpoints: Vec<Checkpoint>) -> anyhow::Result<Vec<Served>> {
     Ok(load_wan(checkpoints)?
         .into_iter()
-        .map(|(model, engine)| {
-            let compute = engine.compute();
-            (model, Arc::new(engine) as Arc<dyn Engine>, compute)
+        .map(|(model, engine)| Served {
+            model,
+            compute: engine.compute(),
+            engine: Arc::new(engine),
         })
         .collect())
 }
