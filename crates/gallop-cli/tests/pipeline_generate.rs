@@ -57,16 +57,7 @@ fn generate_with_model_dir_reproduces_diffusers_frames() {
     let dumped = candle_core::safetensors::load(&frames, &Device::Cpu).unwrap();
     let expected =
         candle_core::safetensors::load(case.join("outputs.safetensors"), &Device::Cpu).unwrap();
-    let diff = (&dumped["frames"] - &expected["frames"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = gallop_wan::testing::max_abs_diff(&dumped["frames"], &expected["frames"]).unwrap();
     assert!(
         diff < 1e-3,
         "frames differ from diffusers by {diff} (max abs)"

@@ -44,16 +44,7 @@ fn max_diff(frames: &Path, case: &Path) -> f32 {
     let dumped = candle_core::safetensors::load(frames, &Device::Cpu).unwrap();
     let expected =
         candle_core::safetensors::load(case.join("outputs.safetensors"), &Device::Cpu).unwrap();
-    (&dumped["frames"] - &expected["frames"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    gallop_wan::testing::max_abs_diff(&dumped["frames"], &expected["frames"]).unwrap()
 }
 
 #[test]

@@ -23,6 +23,17 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
     assert!(err < tol, "{name}: relative error {err:e} >= {tol:e}");
 }
 
+/// Largest |a - b| over two tensors of the same shape (frames against diffusers' frames).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
+    anyhow::ensure!(
+        a.dims() == b.dims(),
+        "shapes differ: {:?} vs {:?}",
+        a.dims(),
+        b.dims()
+    );
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
 /// User + system CPU seconds of this process (all threads), from /proc/self/stat; wall time alone
 /// misleads when other jobs share the cores.
 pub fn process_cpu_seconds() -> f64 {

@@ -311,16 +311,7 @@ fn max_diff_from_diffusers(path: &Path, case: &Path) -> f32 {
     let expected = candle_core::safetensors::load(case.join("outputs.safetensors"), &Device::Cpu)
         .unwrap()["frames"]
         .clone();
-    (&dumped["frames"] - &expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    gallop_wan::testing::max_abs_diff(&dumped["frames"], &expected).unwrap()
 }
 
 /// Runs the A14B-style fixture's call through the engine with `guidance_2`; returns the max

@@ -91,17 +91,7 @@ fn load_case(name: &str) -> Case {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    gallop_wan::testing::max_abs_diff(a, b).unwrap()
 }
 
 /// Runs a case from the diffusers embeddings and checks latents and frames.
