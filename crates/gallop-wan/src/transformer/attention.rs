@@ -2,7 +2,7 @@
 //! processed in tiles with an online (running max and sum) softmax, queries and heads in chunks,
 //! so memory stays linear in sequence length.
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 
 /// Bounds on one tile of attention scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,18 +77,16 @@ fn attend_tile(q: &Tensor, k: &Tensor, v: &Tensor, tk: usize) -> Result<Tensor> 
         let kt = k.narrow(1, k0, n)?.contiguous()?;
         let vt = v.narrow(1, k0, n)?.contiguous()?;
         let scores = q.matmul(&kt.t()?)?;
-        let tile_max = scores.max_keepdim(D::Minus1)?;
         state = Some(match state {
             None => {
-                let p = scores.broadcast_sub(&tile_max)?.exp()?;
-                let l = p.sum_keepdim(D::Minus1)?;
-                (tile_max, l, p.matmul(&vt)?)
+                let (p, m, _, l) = super::fused::online_softmax_tile(scores, None)?;
+                (m, l, p.matmul(&vt)?)
             }
             Some((m, l, acc)) => {
-                let m_new = m.maximum(&tile_max)?;
-                let p = scores.broadcast_sub(&m_new)?.exp()?;
-                let rescale = (m - &m_new)?.exp()?;
-                let l = ((l * &rescale)? + p.sum_keepdim(D::Minus1)?)?;
+                let (p, m_new, rescale, sums) =
+                    super::fused::online_softmax_tile(scores, Some(&m))?;
+                let rescale = rescale.expect("a rescale after the first tile");
+                let l = ((l * &rescale)? + sums)?;
                 let acc = (acc.broadcast_mul(&rescale)? + p.matmul(&vt)?)?;
                 (m_new, l, acc)
             }

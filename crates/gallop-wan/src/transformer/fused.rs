@@ -192,6 +192,96 @@ fn modulation_row(m: &[f32], rows_in_m: usize, d: usize, bi: usize, r: usize) ->
     &m[(bi * rows_in_m + r) * d..][..d]
 }
 
+/// One key tile of the online softmax over the fresh `scores` `[n, tq, tk]`, with `m` the running
+/// row max of the tiles before (`[n, tq, 1]`, None for the first tile). Returns
+/// `(p, m_new, rescale, row_sums)`: `p = exp(scores - m_new)` written over the scores,
+/// `m_new = max(m, row max)`, `rescale = exp(m - m_new)` (None for the first tile) and the row sums
+/// of `p`, all `[n, tq, 1]`. One pass over the tile where separate ops make five; at 720P sequence
+/// lengths these exps are most of the attention's non-matmul time.
+pub fn online_softmax_tile(
+    scores: Tensor,
+    m: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Option<Tensor>, Tensor)> {
+    let rows_of = |t: &Tensor| cpu_rows(t).map(|(n, r, _)| n * r);
+    let fusable = match (rows_of(&scores), m) {
+        (Some(rows), Some(m)) => rows_of(m) == Some(rows) && m.dims3()?.2 == 1,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if !fusable {
+        let tile_max = scores.max_keepdim(candle_core::D::Minus1)?;
+        let (m_new, rescale) = match m {
+            Some(m) => {
+                let m_new = m.maximum(&tile_max)?;
+                let rescale = (m - &m_new)?.exp()?;
+                (m_new, Some(rescale))
+            }
+            None => (tile_max, None),
+        };
+        let p = scores.broadcast_sub(&m_new)?.exp()?;
+        let sums = p.sum_keepdim(candle_core::D::Minus1)?;
+        return Ok((p, m_new, rescale, sums));
+    }
+    let (n, tq, _) = scores.dims3()?;
+    let previous = m.map(|m| m.flatten_all()?.to_vec1::<f32>()).transpose()?;
+    let op = OnlineTile {
+        previous,
+        results: std::sync::Mutex::new(vec![0f32; 3 * n * tq]),
+    };
+    scores.inplace_op1(&op)?;
+    let results = op.results.into_inner().expect("no panic while held");
+    let rows = n * tq;
+    let device = scores.device().clone();
+    let column = |i: usize| Tensor::from_slice(&results[i * rows..][..rows], (n, tq, 1), &device);
+    let rescale = if m.is_some() { Some(column(1)?) } else { None };
+    Ok((scores, column(0)?, rescale, column(2)?))
+}
+
+/// [`online_softmax_tile`]'s kernel; `results` holds m_new, rescale and row sums, row-major.
+struct OnlineTile {
+    previous: Option<Vec<f32>>,
+    results: std::sync::Mutex<Vec<f32>>,
+}
+
+impl InplaceOp1 for OnlineTile {
+    fn name(&self) -> &'static str {
+        "online-softmax-tile"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{}: f32 only", self.name());
+        };
+        let (n, tq, tk) = layout.shape().dims3()?;
+        let rows = n * tq;
+        let data = &mut data[layout.start_offset()..][..rows * tk];
+        let mut results = self.results.lock().expect("not poisoned");
+        let (data_ptr, out_ptr) = (data.as_mut_ptr() as usize, results.as_mut_ptr() as usize);
+        let previous = self.previous.as_deref();
+        candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+            for r in range {
+                // SAFETY: each row (and its three result slots) is visited by exactly one unit.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut((data_ptr as *mut f32).add(r * tk), tk)
+                };
+                let out = |i: usize| unsafe { &mut *(out_ptr as *mut f32).add(i * rows + r) };
+                with_widest_simd(
+                    #[inline(always)]
+                    || {
+                        let tile_max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
+                        let m_new = previous.map_or(tile_max, |m| m[r].max(tile_max));
+                        row.iter_mut().for_each(|v| *v = fast_exp(*v - m_new));
+                        *out(0) = m_new;
+                        *out(1) = previous.map_or(1.0, |m| fast_exp(m[r] - m_new));
+                        *out(2) = lanes_reduce(row, 0.0, |a, b| a + b);
+                    },
+                );
+            }
+        });
+        Ok(())
+    }
+}
+
 /// layer_norm(x) * scale_plus_one + shift over the last dim (no affine), in one pass over `x`,
 /// where separate ops would write three tensors. `x` `[b, s, d]`; the vectors `[b, 1 or s, d]`.
 /// None when the inputs are not contiguous f32 on the CPU (the caller composes ops then).
