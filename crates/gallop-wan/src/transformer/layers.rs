@@ -35,26 +35,29 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let in_dim = dims[dims.len() - 1];
-        let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().unwrap() = self.weight_t.dim(1)?;
-        super::fused::add_bias(y, &self.bias)?.reshape(out_dims)
+        self.apply(x, super::fused::add_bias)
     }
 }
 
 impl Linear {
     /// gelu_tanh(x W^T + b), the bias and activation applied in place where possible.
     pub fn forward_gelu_tanh(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, super::fused::add_bias_gelu)
+    }
+
+    /// `finish(x W^T, bias)` with `x` of any rank flattened to one 2-D matmul and reshaped back.
+    fn apply(
+        &self,
+        x: &Tensor,
+        finish: impl FnOnce(Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap() = self.weight_t.dim(1)?;
-        super::fused::add_bias_gelu(y, &self.bias)?.reshape(out_dims)
+        finish(y, &self.bias)?.reshape(out_dims)
     }
 }
 
