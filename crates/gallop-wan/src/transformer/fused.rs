@@ -51,6 +51,19 @@ fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh)
 }
 
+/// Run `f(r, row)` over the `n`-wide rows of `data`, rows split across candle's worker pool.
+fn par_rows(data: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = data.len() / n.max(1);
+    let ptr = data.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+        for r in range {
+            // SAFETY: each row is visited by exactly one unit; rows do not overlap and lie in `data`.
+            let row = unsafe { std::slice::from_raw_parts_mut((ptr as *mut f32).add(r * n), n) };
+            f(r, row);
+        }
+    });
+}
+
 /// Fold `values` with `f` in 16 independent lanes, then fold the lanes: a serial fold of floats
 /// cannot vectorise (its order is fixed), sixteen running folds can.
 #[inline(always)]
@@ -108,22 +121,16 @@ impl InplaceOp1 for SoftmaxLastDim {
         let n = *layout.dims().last().unwrap_or(&1);
         let rows = layout.shape().elem_count() / n.max(1);
         let data = &mut data[layout.start_offset()..layout.start_offset() + rows * n];
-        let ptr = data.as_mut_ptr() as usize;
-        candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
-            for r in range {
-                // SAFETY: each row is visited by exactly one unit; rows do not overlap.
-                let row =
-                    unsafe { std::slice::from_raw_parts_mut((ptr as *mut f32).add(r * n), n) };
-                with_widest_simd(
-                    #[inline(always)]
-                    || {
-                        let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
-                        row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
-                        let scale = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
-                        row.iter_mut().for_each(|v| *v *= scale);
-                    },
-                );
-            }
+        par_rows(data, n, |_, row| {
+            with_widest_simd(
+                #[inline(always)]
+                || {
+                    let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
+                    row.iter_mut().for_each(|v| *v = fast_exp(*v - max));
+                    let scale = 1.0 / lanes_reduce(row, 0.0, |a, b| a + b);
+                    row.iter_mut().for_each(|v| *v *= scale);
+                },
+            )
         });
         Ok(())
     }
@@ -152,25 +159,19 @@ impl InplaceOp2 for RowOp {
         let rows = l1.shape().elem_count() / n.max(1);
         let y = &mut y[l1.start_offset()..l1.start_offset() + rows * n];
         let b = &b[l2.start_offset()..l2.start_offset() + n];
-        let y_ptr = y.as_mut_ptr() as usize;
         let gelu = self.gelu;
-        candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
-            for r in range {
-                // SAFETY: each row is visited by exactly one unit; rows do not overlap.
-                let row =
-                    unsafe { std::slice::from_raw_parts_mut((y_ptr as *mut f32).add(r * n), n) };
-                if gelu {
-                    with_widest_simd(
-                        #[inline(always)]
-                        || {
-                            row.iter_mut()
-                                .zip(b)
-                                .for_each(|(v, &bb)| *v = gelu_tanh(*v + bb))
-                        },
-                    );
-                } else {
-                    row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
-                }
+        par_rows(y, n, |_, row| {
+            if gelu {
+                with_widest_simd(
+                    #[inline(always)]
+                    || {
+                        row.iter_mut()
+                            .zip(b)
+                            .for_each(|(v, &bb)| *v = gelu_tanh(*v + bb))
+                    },
+                );
+            } else {
+                row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
             }
         });
         Ok(())
@@ -256,27 +257,22 @@ impl InplaceOp1 for OnlineTile {
         let rows = n * tq;
         let data = &mut data[layout.start_offset()..][..rows * tk];
         let mut results = self.results.lock().expect("not poisoned");
-        let (data_ptr, out_ptr) = (data.as_mut_ptr() as usize, results.as_mut_ptr() as usize);
+        let out_ptr = results.as_mut_ptr() as usize;
         let previous = self.previous.as_deref();
-        candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
-            for r in range {
-                // SAFETY: each row (and its three result slots) is visited by exactly one unit.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut((data_ptr as *mut f32).add(r * tk), tk)
-                };
-                let out = |i: usize| unsafe { &mut *(out_ptr as *mut f32).add(i * rows + r) };
-                with_widest_simd(
-                    #[inline(always)]
-                    || {
-                        let tile_max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
-                        let m_new = previous.map_or(tile_max, |m| m[r].max(tile_max));
-                        row.iter_mut().for_each(|v| *v = fast_exp(*v - m_new));
-                        *out(0) = m_new;
-                        *out(1) = previous.map_or(1.0, |m| fast_exp(m[r] - m_new));
-                        *out(2) = lanes_reduce(row, 0.0, |a, b| a + b);
-                    },
-                );
-            }
+        par_rows(data, tk, |r, row| {
+            // SAFETY: row `r`'s three result slots are written by the unit that has row `r` only.
+            let out = |i: usize| unsafe { &mut *(out_ptr as *mut f32).add(i * rows + r) };
+            with_widest_simd(
+                #[inline(always)]
+                || {
+                    let tile_max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
+                    let m_new = previous.map_or(tile_max, |m| m[r].max(tile_max));
+                    row.iter_mut().for_each(|v| *v = fast_exp(*v - m_new));
+                    *out(0) = m_new;
+                    *out(1) = previous.map_or(1.0, |m| fast_exp(m[r] - m_new));
+                    *out(2) = lanes_reduce(row, 0.0, |a, b| a + b);
+                },
+            );
         });
         Ok(())
     }
@@ -312,33 +308,27 @@ pub fn modulated_layer_norm(
     let scale = &scale[m_layout.start_offset()..][..b * ms * d];
     let shift = &shift[s_layout.start_offset()..][..b * ms * d];
     let mut out = vec![0f32; b * s * d];
-    let out_ptr = out.as_mut_ptr() as usize;
-    candle_core::utils::barrier_pool().execute_chunked(b * s, |range| {
-        for row in range {
-            let (bi, r) = (row / s, row % s);
-            let x = &xs[row * d..][..d];
-            // SAFETY: each row is written by exactly one unit; rows do not overlap.
-            let y =
-                unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(row * d), d) };
-            let (g, t) = (
-                modulation_row(scale, ms, d, bi, r),
-                modulation_row(shift, ms, d, bi, r),
-            );
-            with_widest_simd(
-                #[inline(always)]
-                || {
-                    let mean = lanes_reduce(x, 0.0, |a, v| a + v) / d as f32;
-                    for (yv, &xv) in y.iter_mut().zip(x) {
-                        *yv = xv - mean;
-                    }
-                    let var = sum_of_squares(y) / d as f32;
-                    let rstd = 1.0 / (var + eps).sqrt();
-                    for ((yv, &gv), &tv) in y.iter_mut().zip(g).zip(t) {
-                        *yv = *yv * rstd * gv + tv;
-                    }
-                },
-            );
-        }
+    par_rows(&mut out, d, |row, y| {
+        let (bi, r) = (row / s, row % s);
+        let x = &xs[row * d..][..d];
+        let (g, t) = (
+            modulation_row(scale, ms, d, bi, r),
+            modulation_row(shift, ms, d, bi, r),
+        );
+        with_widest_simd(
+            #[inline(always)]
+            || {
+                let mean = lanes_reduce(x, 0.0, |a, v| a + v) / d as f32;
+                for (yv, &xv) in y.iter_mut().zip(x) {
+                    *yv = xv - mean;
+                }
+                let var = sum_of_squares(y) / d as f32;
+                let rstd = 1.0 / (var + eps).sqrt();
+                for ((yv, &gv), &tv) in y.iter_mut().zip(g).zip(t) {
+                    *yv = *yv * rstd * gv + tv;
+                }
+            },
+        );
     });
     Tensor::from_vec(out, (b, s, d), x.device()).map(Some)
 }
@@ -383,17 +373,11 @@ impl candle_core::InplaceOp3 for GatedAdd {
         let ys = &mut ys[yl.start_offset()..][..b * s * d];
         let xs = &xs[xl.start_offset()..][..b * s * d];
         let gs = &gs[gl.start_offset()..][..b * rows_in_gate * d];
-        let y_ptr = ys.as_mut_ptr() as usize;
-        candle_core::utils::barrier_pool().execute_chunked(b * s, |range| {
-            for row in range {
-                // SAFETY: each row is written by exactly one unit; rows do not overlap.
-                let y =
-                    unsafe { std::slice::from_raw_parts_mut((y_ptr as *mut f32).add(row * d), d) };
-                let x = &xs[row * d..][..d];
-                let g = modulation_row(gs, rows_in_gate, d, row / s, row % s);
-                for ((yv, &xv), &gv) in y.iter_mut().zip(x).zip(g) {
-                    *yv = xv + *yv * gv;
-                }
+        par_rows(ys, d, |row, y| {
+            let x = &xs[row * d..][..d];
+            let g = modulation_row(gs, rows_in_gate, d, row / s, row % s);
+            for ((yv, &xv), &gv) in y.iter_mut().zip(x).zip(g) {
+                *yv = xv + *yv * gv;
             }
         });
         Ok(())
