@@ -510,14 +510,13 @@ impl Winograd {
                     let band = (ty1 - ty0) * tw;
                     // V[i][k][tile] = (B^T d B)[i], input channels split across threads. The column
                     // step runs on whole rows of the stack, the row step per tile.
-                    let per = k.div_ceil(threads);
                     let v_ptr = SendPtr(v.as_mut_ptr());
-                    let input_transform = |k0: usize| {
+                    par_ranges(k, threads, k * plane, |channels| {
                         with_widest_simd(
                             #[inline(always)]
                             || {
                                 let mut t = vec![0f32; 4 * wp];
-                                for ki in k0..(k0 + per).min(k) {
+                                for ki in channels {
                                     let chan = &stack[ki * plane..][..plane];
                                     for ty in ty0..ty1 {
                                         let row = |r: usize| &chan[(2 * ty + r) * wp..][..wp];
@@ -556,18 +555,7 @@ impl Winograd {
                                 }
                             },
                         )
-                    };
-                    if threads > 1 && k * plane >= PARALLEL_MIN {
-                        std::thread::scope(|s| {
-                            for k0 in (0..k).step_by(per) {
-                                s.spawn(move || input_transform(k0));
-                            }
-                        });
-                    } else {
-                        for k0 in (0..k).step_by(per) {
-                            input_transform(k0);
-                        }
-                    }
+                    });
                     // The 16 products are independent: each thread takes a share of them and
                     // runs its GEMMs single-threaded (better than splitting each small GEMM).
                     let m_ptr = SendPtr(m.as_mut_ptr());
