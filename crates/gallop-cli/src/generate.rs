@@ -71,6 +71,9 @@ pub struct Args {
     /// scale (default: --guidance if given, else the family's recipe, 3.5).
     #[arg(long)]
     guidance_2: Option<f64>,
+    /// Debug (--model-dir), VACE checkpoints: the weight of the reference hints (default 1.0).
+    #[arg(long)]
+    conditioning_scale: Option<f64>,
     /// Debug (--model-dir): generate and output exactly this width (with --height); the public
     /// minimum image size does not apply then.
     #[arg(long, requires = "height")]
@@ -120,7 +123,7 @@ impl Args {
                 .dumps_tensor()
                 .then(|| self.dump_frames.clone())
                 .flatten(),
-            conditioning_scale: None,
+            conditioning_scale: self.conditioning_scale,
             device: self.device,
             dtype: self.dtype,
         }
@@ -163,13 +166,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         && (args.steps.is_some()
             || args.guidance.is_some()
             || args.guidance_2.is_some()
+            || args.conditioning_scale.is_some()
             || args.width.is_some()
             || args.num_frames.is_some()
             || args.init_noise.is_some())
     {
         bail!(
-            "--steps, --guidance, --guidance-2, --width, --height, --num-frames and --init-noise \
-             need --model-dir"
+            "--steps, --guidance, --guidance-2, --conditioning-scale, --width, --height, \
+             --num-frames and --init-noise need --model-dir"
         );
     }
     // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.

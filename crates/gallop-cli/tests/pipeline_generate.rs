@@ -90,3 +90,86 @@ fn debug_flags_without_model_dir_are_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("need --model-dir"), "{stderr}");
 }
+
+/// Runs one committed tiny-pipeline case through the binary with the case's own call (size,
+/// frames, steps, guidance, VACE conditioning scale) and its initial noise; returns the max abs
+/// difference of the decoded frames from diffusers'.
+fn generate_case(model: &str, checkpoint: &Path, case: &Path, images: &[&str]) -> f32 {
+    let call: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("case.json")).unwrap()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let frames = out.path().join("frames.safetensors");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gallop"));
+    command
+        .args(["generate", "--model", model, "--model-dir"])
+        .arg(checkpoint)
+        .args(["--prompt", call["prompt"].as_str().unwrap()])
+        .args(["--width", &call["width"].to_string()])
+        .args(["--height", &call["height"].to_string()])
+        .args(["--num-frames", &call["num_frames"].to_string()])
+        .args(["--steps", &call["num_inference_steps"].to_string()])
+        .args(["--guidance", &call["guidance_scale"].to_string()])
+        .arg("--init-noise")
+        .arg(case.join("inputs.safetensors"))
+        .arg("--dump-frames")
+        .arg(&frames)
+        .arg("-o")
+        .arg(out.path().join("out.mp4"));
+    if let Some(negative) = call["negative_prompt"].as_str() {
+        command.args(["--negative-prompt", negative]);
+    }
+    if let Some(scale) = call["conditioning_scale"].as_f64() {
+        command.args(["--conditioning-scale", &scale.to_string()]);
+    }
+    for image in images {
+        command.arg("--image").arg(case.join(image));
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}: gallop generate failed: {}",
+        case.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dumped = candle_core::safetensors::load(&frames, &Device::Cpu).unwrap();
+    let expected =
+        candle_core::safetensors::load(case.join("outputs.safetensors"), &Device::Cpu).unwrap();
+    gallop_wan::testing::max_abs_diff(&dumped["frames"], &expected["frames"]).unwrap()
+}
+
+/// The Wan2.1-style checkpoint with a CLIP image encoder through the binary. (The VACE cases are
+/// reproduced in gallop-wan: by the pipeline with 1, 2 and 3 references (`pipeline_fixtures`) and
+/// through `WanEngine` with 2 (`pipeline_engine`); their diffusers calls
+/// use a negative prompt, which the r2v input schema does not accept.)
+#[test]
+fn clip_image_to_video_reproduces_diffusers_frames() {
+    let case = fixture("i2v21");
+    let diff = generate_case(
+        "alibaba/hh1-i2v",
+        &case.join("model"),
+        &case,
+        &["image.png"],
+    );
+    assert!(
+        diff < 1e-3,
+        "frames differ from diffusers by {diff} (max abs)"
+    );
+}
+
+#[test]
+fn conditioning_scale_is_refused_for_a_checkpoint_without_vace() {
+    let case = fixture("ti2v");
+    let output = Command::new(env!("CARGO_BIN_EXE_gallop"))
+        .args(["generate", "--model", "alibaba/hh1-i2v", "--model-dir"])
+        .arg(case.join("model"))
+        .arg("--image")
+        .arg(case.join("image.png"))
+        .args(["--width", "64", "--height", "32", "--num-frames", "5"])
+        .args(["--conditioning-scale", "0.5", "-o"])
+        .arg(tempfile::tempdir().unwrap().path().join("out.mp4"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("conditioning_scale"), "{stderr}");
+}

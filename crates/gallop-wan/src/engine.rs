@@ -254,6 +254,18 @@ pub fn check_settings(index: &ModelIndex, settings: &WanSettings) -> anyhow::Res
             );
         }
     }
+    if let Some(scale) = settings.conditioning_scale {
+        ensure!(
+            index.class == PipelineClass::Vace,
+            "conditioning_scale weighs VACE reference hints; {} is a {:?} pipeline",
+            index.dir.display(),
+            index.class
+        );
+        ensure!(
+            scale.is_finite(),
+            "conditioning_scale must be a finite number, got {scale}"
+        );
+    }
     Ok(())
 }
 
