@@ -7,10 +7,11 @@ use candle_core::{DType, Device, Tensor};
 
 use super::{PromptTokenizer, T5Encoder};
 
-/// diffusers' `prompt_clean` without ftfy (not a diffusers dependency): HTML-unescape twice,
-/// strip, collapse every whitespace run to one space, strip again.
+/// diffusers' `prompt_clean`: ftfy's character fixes (see [`ftfy_characters`]), HTML-unescape
+/// twice, strip, collapse every whitespace run to one space, strip again.
 pub fn clean_prompt(text: &str) -> String {
-    let once = htmlize::unescape(text);
+    let text = ftfy_characters(text);
+    let once = htmlize::unescape(text.as_ref());
     let twice = htmlize::unescape(once.as_ref());
     let mut out = String::with_capacity(twice.len());
     for word in twice.split(is_python_space).filter(|w| !w.is_empty()) {
@@ -20,6 +21,57 @@ pub fn clean_prompt(text: &str) -> String {
         out.push_str(word);
     }
     out
+}
+
+/// The character-level fixes of `ftfy.fix_text`, which diffusers applies when ftfy is installed
+/// (Wan's own requirements install it): full-width ASCII and the ideographic space to standard
+/// width (Wan's default negative prompt is full of full-width commas), curly quotes straightened,
+/// Latin ligatures spelled out. Not ported: mojibake repair, NFC, half-width katakana/hangul.
+fn ftfy_characters(text: &str) -> std::borrow::Cow<'_, str> {
+    let fixed = |c: char| -> Option<&'static str> {
+        Some(match c {
+            '\u{3000}' => " ",
+            '\u{2018}'..='\u{201b}' | '\u{02bc}' => "'",
+            '\u{201c}'..='\u{201f}' => "\"",
+            '\u{ff5f}' => "\u{2985}",
+            '\u{ff60}' => "\u{2986}",
+            '\u{ffe0}' => "\u{a2}",
+            '\u{ffe1}' => "\u{a3}",
+            '\u{ffe2}' => "\u{ac}",
+            '\u{ffe3}' => "\u{af}",
+            '\u{ffe4}' => "\u{a6}",
+            '\u{ffe5}' => "\u{a5}",
+            '\u{ffe6}' => "\u{20a9}",
+            '\u{fb00}' => "ff",
+            '\u{fb01}' => "fi",
+            '\u{fb02}' => "fl",
+            '\u{fb03}' => "ffi",
+            '\u{fb04}' => "ffl",
+            '\u{fb05}' | '\u{fb06}' => "st",
+            '\u{132}' => "IJ",
+            '\u{133}' => "ij",
+            _ => return None,
+        })
+    };
+    // U+FF01..U+FF5E are ASCII U+0021..U+007E shifted by 0xFEE0.
+    let full_width_ascii = |c: char| ('\u{ff01}'..='\u{ff5e}').contains(&c);
+    if !text
+        .chars()
+        .any(|c| full_width_ascii(c) || fixed(c).is_some())
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if full_width_ascii(c) {
+            out.push(char::from_u32(c as u32 - 0xfee0).expect("ASCII"));
+        } else if let Some(s) = fixed(c) {
+            out.push_str(s);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Python's `str.isspace` (what `\s` and `strip()` match): Unicode White_Space plus the
@@ -79,4 +131,23 @@ pub fn zero_padding_rows(hidden: &Tensor, lengths: &[usize]) -> anyhow::Result<T
         .collect();
     let keep = Tensor::from_vec(keep, (b, len, 1), hidden.device())?.to_dtype(hidden.dtype())?;
     Ok(hidden.broadcast_mul(&keep)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_prompt;
+
+    /// Expected strings are what `ftfy.fix_text` (6.x) returns for the same inputs.
+    #[test]
+    fn character_fixes_match_ftfy() {
+        for (input, ftfy) in [
+            ("色调艳丽，过曝（静态）！", "色调艳丽,过曝(静态)!"),
+            ("ＡＢＣ\u{3000}１２３～", "ABC 123~"),
+            ("‘single’ “double” „low‟", "'single' \"double\" \"low\""),
+            ("ﬁne ﬂow ﬀ ﬃ ﬄ ﬆ", "fine flow ff ffi ffl st"),
+            ("￥５ ｟x｠ ￡", "¥5 ⦅x⦆ £"),
+        ] {
+            assert_eq!(clean_prompt(input), ftfy, "{input:?}");
+        }
+    }
 }
