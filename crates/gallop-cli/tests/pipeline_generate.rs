@@ -115,8 +115,13 @@ fn generate_case(model: &str, checkpoint: &Path, case: &Path, images: &[&str]) -
         .arg(&frames)
         .arg("-o")
         .arg(out.path().join("out.mp4"));
-    if let Some(negative) = call["negative_prompt"].as_str() {
-        command.args(["--negative-prompt", negative]);
+    // r2v has no negative prompt in its schema: its cases were made with Wan's default, which
+    // the engine applies.
+    if model == "alibaba/hh1-i2v" {
+        command.args([
+            "--negative-prompt",
+            call["negative_prompt"].as_str().unwrap(),
+        ]);
     }
     if let Some(scale) = call["conditioning_scale"].as_f64() {
         command.args(["--conditioning-scale", &scale.to_string()]);
@@ -137,23 +142,35 @@ fn generate_case(model: &str, checkpoint: &Path, case: &Path, images: &[&str]) -
     gallop_wan::testing::max_abs_diff(&dumped["frames"], &expected["frames"]).unwrap()
 }
 
-/// The Wan2.1-style checkpoint with a CLIP image encoder through the binary. (The VACE cases are
-/// reproduced in gallop-wan: by the pipeline with 1, 2 and 3 references (`pipeline_fixtures`) and
-/// through `WanEngine` with 2 (`pipeline_engine`); their diffusers calls
-/// use a negative prompt, which the r2v input schema does not accept.)
+/// The Wan2.1-style checkpoint with a CLIP image encoder, and VACE with one reference (r2v),
+/// through the binary. The 2- and 3-reference cases include a 3:1 reference (to exercise both
+/// fit directions), which the r2v input rules refuse (aspect within 1:2.5..2.5:1); they are
+/// reproduced by gallop-wan's `pipeline_fixtures` and, through `WanEngine`, `pipeline_engine`.
 #[test]
-fn clip_image_to_video_reproduces_diffusers_frames() {
-    let case = fixture("i2v21");
-    let diff = generate_case(
-        "alibaba/hh1-i2v",
-        &case.join("model"),
-        &case,
-        &["image.png"],
-    );
-    assert!(
-        diff < 1e-3,
-        "frames differ from diffusers by {diff} (max abs)"
-    );
+fn clip_i2v_and_vace_reproduce_diffusers_frames() {
+    let i2v21 = fixture("i2v21");
+    let cases: [(&str, PathBuf, PathBuf, &[&str]); 2] = [
+        (
+            "alibaba/hh1-i2v",
+            i2v21.join("model"),
+            i2v21.clone(),
+            &["image.png"],
+        ),
+        (
+            "alibaba/hh1.1-r2v",
+            fixture("vace/model"),
+            fixture("vace/refs1"),
+            &["ref0.png"],
+        ),
+    ];
+    for (model, checkpoint, case, images) in cases {
+        let diff = generate_case(model, &checkpoint, &case, images);
+        assert!(
+            diff < 1e-3,
+            "{}: frames differ from diffusers by {diff} (max abs)",
+            case.display()
+        );
+    }
 }
 
 #[test]
