@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use gallop_media::{DEFAULT_WATERMARK, Mp4Encoder, Watermark, decode_mp4, fit_and_crop, psnr};
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 const FRAMES: u32 = 120;

@@ -2,7 +2,7 @@
 //! on a tiny checkpoint: refusals exit 2 before any weights load, naming the flag or key and the
 //! rule, and write nothing; `--device cpu --dtype f32` is exactly the default run.
 
-mod support;
+use crate::support;
 
 use support::*;
 

@@ -3,7 +3,7 @@
 //! report their own checkpoint; with only the i2v checkpoint an r2v request is refused at
 //! submit; a malformed file stops the server at startup naming the key.
 
-mod support;
+use crate::support;
 
 use support::*;
 

@@ -2,7 +2,7 @@
 //! model id raw and percent-encoded, the DashScope task flow, `/v1/models`, the OpenAPI document
 //! (every route listed and routed), `/healthz`, `/readyz` and `/metrics`.
 
-mod http_support;
+use crate::http_support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

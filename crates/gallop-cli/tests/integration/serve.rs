@@ -2,7 +2,7 @@
 //! port. The first start prints a token once; `token create` prints a token as its last line;
 //! accepted jobs survive `kill -9` and a restart.
 
-mod support;
+use crate::support;
 
 use support::*;
 

@@ -2,7 +2,7 @@
 //! with a checkpoint for only one id, a request for the other is refused at submit time on every
 //! API shape (never queued, never handed to the preview), and `/v1/models` says what serves each.
 
-mod http_support;
+use crate::http_support;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! content type, wrong types, oversized bodies, 10 images, unknown models and fields, unknown
 //! routes; a full queue answers 429 (3040) with Retry-After; a sync wait past its limit 408 (3007).
 
-mod http_support;
+use crate::http_support;
 
 use std::time::Duration;
 

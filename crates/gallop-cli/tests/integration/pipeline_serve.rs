@@ -2,7 +2,7 @@
 //! loopback port; `/v1/models` names the Wan engine and checkpoint, and a job completes with a
 //! decodable video and reports the engine that served it.
 
-mod support;
+use crate::support;
 
 use support::*;
 

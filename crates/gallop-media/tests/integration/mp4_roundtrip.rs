@@ -1,7 +1,7 @@
 //! Real H.264 in a real MP4: encode a moving pattern, read the file back with an
 //! independent reader (the mp4 crate) and the openh264 decoder, and compare pixels.
 
-mod common;
+use crate::common;
 
 use gallop_media::{MediaError, Mp4Encoder, decode_mp4, psnr, top_level_boxes};
 use image::RgbImage;

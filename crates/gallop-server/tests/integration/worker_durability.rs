@@ -20,7 +20,12 @@ use gallop_server::store::{JobStatus, JobStore, NewJob, SqliteStore, StoreConfig
 use gallop_server::worker::{Worker, WorkerConfig};
 
 const CHILD_ENV: &str = "GALLOP_TEST_WORKER_CHILD_DIR";
-const TEST_NAME: &str = "accepted_jobs_survive_kill_9_of_the_worker_process";
+/// The test's path as libtest names it (module within the test binary, then the function), which
+/// `--exact` needs.
+fn test_name() -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    format!("{module}::accepted_jobs_survive_kill_9_of_the_worker_process")
+}
 
 fn store_config() -> StoreConfig {
     StoreConfig {
@@ -62,7 +67,7 @@ struct WorkerProcess(Child);
 impl WorkerProcess {
     fn start(dir: &Path) -> WorkerProcess {
         let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+            .args(["--exact", &test_name(), "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

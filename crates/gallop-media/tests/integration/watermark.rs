@@ -1,7 +1,7 @@
 //! The watermark changes only the bottom-right corner and shows both bright text and a
 //! dark edge, so it reads on light and dark frames.
 
-mod common;
+use crate::common;
 
 use gallop_media::{DEFAULT_WATERMARK, Watermark};
 use image::{Rgb, RgbImage};

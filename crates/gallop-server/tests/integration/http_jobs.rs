@@ -2,7 +2,7 @@
 //! progress) -> Completed, server-sent events (with Last-Event-ID resume), cancel of a running
 //! job, Idempotency-Key, listing with a cursor, and uploads used as image uris.
 
-mod http_support;
+use crate::http_support;
 
 use std::time::{Duration, Instant};
 

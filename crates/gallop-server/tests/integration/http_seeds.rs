@@ -2,7 +2,7 @@
 //! loopback image server: each answers `Completed` with a signed link to an MP4 that decodes, and
 //! the link serves HTTP Range.
 
-mod http_support;
+use crate::http_support;
 
 use http_support::{ImageServer, TestServer, client};
 use reqwest::StatusCode;

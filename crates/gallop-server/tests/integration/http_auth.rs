@@ -2,7 +2,7 @@
 //! (401, code 10000), another account's jobs and files (404), and signed links that are expired
 //! or tampered with (403).
 
-mod http_support;
+use crate::http_support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,0 +1,9 @@
+//! Every integration test of this crate, in one binary: each test binary links the whole
+//! dependency tree, so a binary per file cost CI gigabytes of disk and minutes of linking.
+
+mod dashscope;
+mod envelopes;
+mod geometry;
+mod references;
+mod seed_examples;
+mod validation_table;

@@ -1,0 +1,18 @@
+//! Every integration test of this crate, in one binary: each test binary links the whole
+//! dependency tree, so a binary per file cost CI gigabytes of disk and minutes of linking.
+
+mod http_support;
+
+mod fetch_guard;
+mod http_auth;
+mod http_engine_map;
+mod http_errors;
+mod http_jobs;
+mod http_routes;
+mod http_seeds;
+mod signing_urls;
+mod store_objects;
+mod store_sqlite;
+mod worker_durability;
+mod worker_retries;
+mod worker_runs;
