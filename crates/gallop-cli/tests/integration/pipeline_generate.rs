@@ -142,14 +142,12 @@ fn generate_case(model: &str, checkpoint: &Path, case: &Path, images: &[&str]) -
     gallop_wan::testing::max_abs_diff(&dumped["frames"], &expected["frames"]).unwrap()
 }
 
-/// The Wan2.1-style checkpoint with a CLIP image encoder, and VACE with one reference (r2v),
-/// through the binary. The 2- and 3-reference cases include a 3:1 reference (to exercise both
-/// fit directions), which the r2v input rules refuse (aspect within 1:2.5..2.5:1); they are
-/// reproduced by gallop-wan's `pipeline_fixtures` and, through `WanEngine`, `pipeline_engine`.
+/// The Wan2.1-style checkpoint with a CLIP image encoder, and VACE with 1, 2 and 3 references
+/// (r2v), through the binary.
 #[test]
 fn clip_i2v_and_vace_reproduce_diffusers_frames() {
     let i2v21 = fixture("i2v21");
-    let cases: [(&str, PathBuf, PathBuf, &[&str]); 2] = [
+    let cases: [(&str, PathBuf, PathBuf, &[&str]); 4] = [
         (
             "alibaba/hh1-i2v",
             i2v21.join("model"),
@@ -161,6 +159,18 @@ fn clip_i2v_and_vace_reproduce_diffusers_frames() {
             fixture("vace/model"),
             fixture("vace/refs1"),
             &["ref0.png"],
+        ),
+        (
+            "alibaba/hh1.1-r2v",
+            fixture("vace/model"),
+            fixture("vace/refs2"),
+            &["ref0.png", "ref1.png"],
+        ),
+        (
+            "alibaba/hh1.1-r2v",
+            fixture("vace/model"),
+            fixture("vace/refs3"),
+            &["ref0.png", "ref1.png", "ref2.png"],
         ),
     ];
     for (model, checkpoint, case, images) in cases {
