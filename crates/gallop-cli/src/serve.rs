@@ -62,8 +62,9 @@ pub struct Args {
     /// With --model-dir: cpu, cuda (GPU 0) or cuda:N; CUDA needs a build with `--features cuda`.
     #[arg(long, requires = "model_dir", default_value = "cpu")]
     device: gallop_wan::engine::ComputeDevice,
-    /// With --model-dir: the transformer's and encoders' float type, f32, bf16 or f16 (bf16/f16
-    /// on CUDA only: candle's CPU kernels compute in f32).
+    /// With --model-dir: the transformer's and encoders' float type, f32, bf16 or f16 (on the
+    /// CPU bf16/f16 is the dtype their weight matrices are held in, half the memory; they compute
+    /// in f32).
     #[arg(long, requires = "model_dir", default_value = "f32")]
     dtype: gallop_wan::engine::ComputeDtype,
 }

@@ -42,8 +42,23 @@ pub struct WanSettings {
     pub conditioning_scale: Option<f64>,
     /// Where the pipeline computes (`--device`, the config's `device`).
     pub device: ComputeDevice,
-    /// The float type of the transformer and text/image encoder weights (`--dtype`, `dtype`).
+    /// The float type of the transformer and text/image encoder weights (`--dtype`, `dtype`):
+    /// on CUDA the dtype they compute in; on the CPU the dtype their matrices are held in (they
+    /// compute in f32, each matrix widened for its matmul: bf16 halves their memory).
     pub dtype: ComputeDtype,
+}
+
+impl WanSettings {
+    /// Where and in which float type the pipeline computes, for reports: `cpu, f32`,
+    /// `cpu, bf16 weights (f32 compute)`, `cuda:0, bf16`.
+    pub fn compute(&self) -> String {
+        match (self.device, self.dtype) {
+            (ComputeDevice::Cpu, ComputeDtype::Bf16 | ComputeDtype::F16) => {
+                format!("{}, {} weights (f32 compute)", self.device, self.dtype)
+            }
+            (device, dtype) => format!("{device}, {dtype}"),
+        }
+    }
 }
 
 /// The device a pipeline runs on: `cpu`, `cuda` (GPU 0) or `cuda:N`.
@@ -79,7 +94,8 @@ impl fmt::Display for ComputeDevice {
     }
 }
 
-/// The compute float type of the transformer and text/image encoders. The latents, the
+/// The float type of the transformer and text/image encoders: the compute dtype on CUDA, the
+/// dtype the big matrices are held in on the CPU (which computes in f32). The latents, the
 /// scheduler and the VAE stay f32, as diffusers keeps them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum ComputeDtype {
@@ -133,12 +149,6 @@ fn check_compute_rules(settings: &WanSettings) -> anyhow::Result<()> {
             settings.device
         );
     }
-    ensure!(
-        settings.device != ComputeDevice::Cpu || settings.dtype == ComputeDtype::F32,
-        "dtype: {} runs on CUDA only: candle's CPU kernels compute in f32 (bf16/f16 checkpoint \
-         weights are converted to f32 on the CPU anyway); use dtype f32 on the CPU",
-        settings.dtype
-    );
     Ok(())
 }
 
@@ -327,9 +337,10 @@ impl WanEngine {
         })
     }
 
-    /// Where and in which float type the pipeline computes, for reports: `cpu, f32`.
+    /// Where and in which float type the pipeline computes, for reports: `cpu, f32`,
+    /// `cpu, bf16 weights (f32 compute)` ([`WanSettings::compute`]).
     pub fn compute(&self) -> String {
-        format!("{}, {}", self.settings.device, self.settings.dtype)
+        self.settings.compute()
     }
 
     /// The seed model id this checkpoint serves, if any.
@@ -633,19 +644,26 @@ mod tests {
     }
 
     #[test]
-    fn the_cpu_computes_in_f32_only() {
-        let on_cpu = |dtype| WanSettings {
+    fn half_precision_on_the_cpu_holds_weights_and_says_so() {
+        let on = |device, dtype| WanSettings {
+            device,
             dtype,
             ..Default::default()
         };
-        check_compute(&on_cpu(ComputeDtype::F32)).unwrap();
-        for dtype in [ComputeDtype::Bf16, ComputeDtype::F16] {
-            let err = check_compute(&on_cpu(dtype)).unwrap_err().to_string();
-            assert!(
-                err.starts_with(&format!("dtype: {dtype} runs on CUDA only")),
-                "{err}"
-            );
+        let cpu = ComputeDevice::Cpu;
+        for (dtype, report) in [
+            (ComputeDtype::F32, "cpu, f32"),
+            (ComputeDtype::Bf16, "cpu, bf16 weights (f32 compute)"),
+            (ComputeDtype::F16, "cpu, f16 weights (f32 compute)"),
+        ] {
+            check_compute(&on(cpu, dtype)).unwrap();
+            assert_eq!(on(cpu, dtype).compute(), report);
         }
+        // On CUDA the dtype is the compute dtype, reported as before.
+        assert_eq!(
+            on(ComputeDevice::Cuda(1), ComputeDtype::Bf16).compute(),
+            "cuda:1, bf16"
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

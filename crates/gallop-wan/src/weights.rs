@@ -56,6 +56,25 @@ pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path) -> anyhow::Result
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// The float type a component computes in when its weights come from `vb`: f32 on the CPU,
+/// the VarBuilder's dtype elsewhere. On the CPU a VarBuilder's dtype is only the dtype the big
+/// matrices are held in (`Linear` weights, the T5 token table: `--dtype bf16` halves their
+/// memory); they are widened to f32 for each matmul or lookup, as candle's CPU kernels compute in
+/// f32 anyway. On CUDA the held and the compute dtype are the same.
+pub fn compute_dtype(vb: &VarBuilder) -> DType {
+    if vb.device().is_cpu() {
+        DType::F32
+    } else {
+        vb.dtype()
+    }
+}
+
+/// `vb` reading in [`compute_dtype`]: for every tensor that is not a held matrix (norms,
+/// biases, embeddings of positions, convs, modulation tables).
+pub fn compute_vb<'a>(vb: &VarBuilder<'a>) -> VarBuilder<'a> {
+    vb.to_dtype(compute_dtype(vb))
+}
+
 /// A VarBuilder that reads each tensor from the files only when asked, with positioned reads
 /// (no memory map): the process then holds exactly one copy of the weights, where a mapped file
 /// would stay resident beside the converted copies until the builder is dropped.
@@ -202,7 +221,8 @@ impl candle_nn::var_builder::SimpleBackend for FileTensors {
 /// `unread()` lists manifest tensors the loader never asked for.
 pub struct TrackedWeights {
     shapes: std::sync::Arc<std::collections::HashMap<String, Vec<usize>>>,
-    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Each name read, with the dtype the loader asked for it in (the dtype it is held in).
+    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, DType>>>,
 }
 
 impl TrackedWeights {
@@ -238,7 +258,19 @@ impl TrackedWeights {
 
     /// Names the loader read so far.
     pub fn read_names(&self) -> std::collections::BTreeSet<String> {
-        self.read.lock().unwrap().clone()
+        self.read.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Bytes of the tensors read so far, each in the dtype the loader asked for it in: the
+    /// weights a loaded component holds.
+    pub fn held_bytes(&self) -> u64 {
+        let read = self.read.lock().unwrap();
+        read.iter()
+            .map(|(name, dtype)| {
+                let elems: usize = self.shapes[name].iter().product();
+                (elems * dtype.size_in_bytes()) as u64
+            })
+            .sum()
     }
 
     /// Manifest tensors the loader never read, sorted.
@@ -247,7 +279,7 @@ impl TrackedWeights {
         let mut names: Vec<String> = self
             .shapes
             .keys()
-            .filter(|n| !read.contains(*n))
+            .filter(|n| !read.contains_key(*n))
             .cloned()
             .collect();
         names.sort();
@@ -257,7 +289,8 @@ impl TrackedWeights {
 
 struct TrackedBackend {
     shapes: std::sync::Arc<std::collections::HashMap<String, Vec<usize>>>,
-    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Each name read, with the dtype the loader asked for it in (the dtype it is held in).
+    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, DType>>>,
 }
 
 impl candle_nn::var_builder::SimpleBackend for TrackedBackend {
@@ -289,7 +322,7 @@ impl candle_nn::var_builder::SimpleBackend for TrackedBackend {
         let Some(shape) = self.shapes.get(name) else {
             candle_core::bail!("tensor {name} is not in the manifest");
         };
-        self.read.lock().unwrap().insert(name.to_string());
+        self.read.lock().unwrap().insert(name.to_string(), dtype);
         candle_core::Tensor::zeros((), dtype, dev)?.broadcast_as(shape.as_slice())
     }
 

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use anyhow::{Context, ensure};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2dConfig, LayerNorm, Linear, VarBuilder, conv2d_no_bias, layer_norm, linear};
+use candle_nn::{Conv2dConfig, LayerNorm, VarBuilder, conv2d_no_bias, layer_norm};
+
+use crate::transformer::Linear;
+use crate::weights::compute_vb;
 use serde::Deserialize;
 
 pub use preprocess::{ClipImageProcessor, ProcessorConfig, resize_bicubic_like_pil};
@@ -115,15 +118,17 @@ impl EncoderLayer {
     fn new(c: &ClipVisionConfig, vb: VarBuilder) -> anyhow::Result<Self> {
         let h = c.hidden_size;
         let attn = vb.pp("self_attn");
+        // Norms in the compute dtype; the matrices in the VarBuilder's (see `Linear`).
+        let norms = compute_vb(&vb);
         Ok(Self {
-            norm1: layer_norm(h, c.layer_norm_eps, vb.pp("layer_norm1"))?,
-            q: linear(h, h, attn.pp("q_proj"))?,
-            k: linear(h, h, attn.pp("k_proj"))?,
-            v: linear(h, h, attn.pp("v_proj"))?,
-            out: linear(h, h, attn.pp("out_proj"))?,
-            norm2: layer_norm(h, c.layer_norm_eps, vb.pp("layer_norm2"))?,
-            fc1: linear(h, c.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: linear(c.intermediate_size, h, vb.pp("mlp.fc2"))?,
+            norm1: layer_norm(h, c.layer_norm_eps, norms.pp("layer_norm1"))?,
+            q: Linear::load(h, h, attn.pp("q_proj"))?,
+            k: Linear::load(h, h, attn.pp("k_proj"))?,
+            v: Linear::load(h, h, attn.pp("v_proj"))?,
+            out: Linear::load(h, h, attn.pp("out_proj"))?,
+            norm2: layer_norm(h, c.layer_norm_eps, norms.pp("layer_norm2"))?,
+            fc1: Linear::load(h, c.intermediate_size, vb.pp("mlp.fc1"))?,
+            fc2: Linear::load(c.intermediate_size, h, vb.pp("mlp.fc2"))?,
             heads: c.num_attention_heads,
             act: c.activation()?,
         })
@@ -170,7 +175,8 @@ pub struct ClipVisionEncoder {
 }
 
 impl ClipVisionEncoder {
-    /// Build from an `image_encoder/` folder: `config.json` plus safetensors.
+    /// Build from an `image_encoder/` folder: `config.json` plus safetensors. On the CPU `dtype`
+    /// is the dtype the layers' matrices are held in; it computes in f32.
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config = ClipVisionConfig::from_dir(dir)?;
         let vb = crate::weights::read_var_builder(dir, dtype, device)?;
@@ -181,7 +187,8 @@ impl ClipVisionEncoder {
     pub fn new(config: ClipVisionConfig, vb: VarBuilder) -> anyhow::Result<Self> {
         config.validate()?;
         let vm = vb.pp("vision_model");
-        let emb = vm.pp("embeddings");
+        // Everything but the layers' matrices is held in the compute dtype.
+        let emb = compute_vb(&vm).pp("embeddings");
         let h = config.hidden_size;
         let patch_embedding = conv2d_no_bias(
             config.num_channels,
@@ -200,7 +207,11 @@ impl ClipVisionEncoder {
             class_embedding: emb.get(h, "class_embedding")?,
             position_embedding: emb
                 .get((config.num_positions(), h), "position_embedding.weight")?,
-            pre_layernorm: layer_norm(h, config.layer_norm_eps, vm.pp("pre_layrnorm"))?,
+            pre_layernorm: layer_norm(
+                h,
+                config.layer_norm_eps,
+                compute_vb(&vm).pp("pre_layrnorm"),
+            )?,
             patch_embedding,
             layers,
             config,
@@ -209,6 +220,11 @@ impl ClipVisionEncoder {
 
     pub fn config(&self) -> &ClipVisionConfig {
         &self.config
+    }
+
+    /// The dtype the layers' matrices are held in (f32 compute on the CPU).
+    pub fn weight_dtype(&self) -> DType {
+        self.layers[0].fc1.dtype()
     }
 
     /// Checkpoint tensors deliberately left unread: the last encoder layer, the post-layernorm

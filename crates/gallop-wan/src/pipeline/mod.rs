@@ -86,8 +86,9 @@ pub struct WanPipeline {
 }
 
 impl WanPipeline {
-    /// Load every component of a diffusers model directory (memory-mapped, weights converted to
-    /// `dtype`; f32 on CPU).
+    /// Load every component of a diffusers model directory, the transformers' and encoders'
+    /// weights converted to `dtype` (the VAE's to f32). On the CPU `dtype` is the dtype their
+    /// matrices are held in and everything computes in f32 ([`crate::weights::compute_dtype`]).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let index = ModelIndex::read(dir)?;
         let transformer = WanTransformer::load(&index.component_dir("transformer"), dtype, device)?;
@@ -172,6 +173,15 @@ impl WanPipeline {
 
     pub fn transformer(&self) -> &WanTransformer {
         &self.transformer
+    }
+
+    pub fn text_encoder(&self) -> &TextEncoder {
+        &self.text
+    }
+
+    /// Wan2.1-I2V: the CLIP vision encoder.
+    pub fn image_encoder(&self) -> Option<&ClipVisionEncoder> {
+        self.image_encoder.as_ref().map(|(_, encoder)| encoder)
     }
 
     pub fn device(&self) -> &Device {

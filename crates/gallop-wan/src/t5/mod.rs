@@ -9,7 +9,10 @@ use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
 use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder, embedding, linear_no_bias};
+use candle_nn::{Embedding, VarBuilder, embedding};
+
+use crate::transformer::Linear;
+use crate::weights::{compute_dtype, compute_vb};
 use serde::Deserialize;
 
 pub use prompt::{TextEncoder, clean_prompt};
@@ -123,7 +126,7 @@ struct RmsNorm {
 impl RmsNorm {
     fn new(dim: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
-            weight: vb.get(dim, "weight")?,
+            weight: compute_vb(&vb).get(dim, "weight")?,
             eps,
         })
     }
@@ -171,16 +174,16 @@ impl Attention {
             Some(embedding(
                 config.relative_attention_num_buckets,
                 config.num_heads,
-                vb.pp("relative_attention_bias"),
+                compute_vb(&vb).pp("relative_attention_bias"),
             )?)
         } else {
             None
         };
         Ok(Self {
-            q: linear_no_bias(config.d_model, inner, vb.pp("q"))?,
-            k: linear_no_bias(config.d_model, inner, vb.pp("k"))?,
-            v: linear_no_bias(config.d_model, inner, vb.pp("v"))?,
-            o: linear_no_bias(inner, config.d_model, vb.pp("o"))?,
+            q: Linear::load_no_bias(config.d_model, inner, vb.pp("q"))?,
+            k: Linear::load_no_bias(config.d_model, inner, vb.pp("k"))?,
+            v: Linear::load_no_bias(config.d_model, inner, vb.pp("v"))?,
+            o: Linear::load_no_bias(inner, config.d_model, vb.pp("o"))?,
             relative_bias,
             heads: config.num_heads,
             d_kv: config.d_kv,
@@ -231,16 +234,16 @@ impl FeedForward {
         let (d, ff) = (config.d_model, config.d_ff);
         let (wi_0, wi_1) = if gated {
             (
-                linear_no_bias(d, ff, vb.pp("wi_0"))?,
-                Some(linear_no_bias(d, ff, vb.pp("wi_1"))?),
+                Linear::load_no_bias(d, ff, vb.pp("wi_0"))?,
+                Some(Linear::load_no_bias(d, ff, vb.pp("wi_1"))?),
             )
         } else {
-            (linear_no_bias(d, ff, vb.pp("wi"))?, None)
+            (Linear::load_no_bias(d, ff, vb.pp("wi"))?, None)
         };
         Ok(Self {
             wi_0,
             wi_1,
-            wo: linear_no_bias(ff, d, vb.pp("wo"))?,
+            wo: Linear::load_no_bias(ff, d, vb.pp("wo"))?,
             act,
         })
     }
@@ -267,17 +270,46 @@ struct Block {
     ff: FeedForward,
 }
 
+/// The token table: held in the VarBuilder's dtype (bf16 on the CPU with `--dtype bf16`: UMT5-XXL's
+/// is 256384 x 4096, 4.2 GB in f32); the rows a prompt uses are gathered, then widened to the
+/// compute dtype.
+struct TokenEmbedding {
+    table: Tensor,
+    dtype: DType,
+}
+
+impl TokenEmbedding {
+    fn new(vocab: usize, dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            table: vb.get((vocab, dim), "weight")?,
+            dtype: compute_dtype(&vb),
+        })
+    }
+
+    /// `ids` of any shape -> `[..ids, dim]` in the compute dtype.
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let dim = self.table.dim(1)?;
+        let mut shape = ids.dims().to_vec();
+        shape.push(dim);
+        self.table
+            .index_select(&ids.flatten_all()?, 0)?
+            .to_dtype(self.dtype)?
+            .reshape(shape)
+    }
+}
+
 /// The encoder stack of `T5EncoderModel` / `UMT5EncoderModel`.
 pub struct T5Encoder {
     config: T5Config,
-    embed: Embedding,
+    embed: TokenEmbedding,
     blocks: Vec<Block>,
     final_norm: RmsNorm,
     device: Device,
 }
 
 impl T5Encoder {
-    /// Build from a `text_encoder/` folder: `config.json` plus safetensors (sharded or not).
+    /// Build from a `text_encoder/` folder: `config.json` plus safetensors (sharded or not). On
+    /// the CPU `dtype` is the dtype the matrices and token table are held in; it computes in f32.
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config: T5Config = crate::weights::read_config(dir)?;
         let vb = crate::weights::read_var_builder(dir, dtype, device)?;
@@ -295,7 +327,7 @@ impl T5Encoder {
         } else {
             vb.pp("encoder.embed_tokens")
         };
-        let embed = embedding(config.vocab_size, config.d_model, embed_vb)?;
+        let embed = TokenEmbedding::new(config.vocab_size, config.d_model, embed_vb)?;
         let enc = vb.pp("encoder");
         let mut blocks = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
@@ -332,6 +364,11 @@ impl T5Encoder {
 
     pub fn config(&self) -> &T5Config {
         &self.config
+    }
+
+    /// The dtype the token table and matrices are held in (f32 compute on the CPU).
+    pub fn weight_dtype(&self) -> DType {
+        self.embed.table.dtype()
     }
 
     /// The bucket of every (query, key) pair of a sequence of `len` tokens, `(len, len)` u32.
@@ -418,4 +455,36 @@ pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> anyhow::
         output,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_table_held_in_half_precision_gives_the_rounded_f32_tables_rows() {
+        let dev = Device::Cpu;
+        let table = Tensor::randn(0f32, 1.0, (50, 24), &dev).unwrap();
+        let ids = Tensor::new(&[[3u32, 0, 49, 3], [7, 7, 1, 20]], &dev).unwrap();
+        for held in [DType::BF16, DType::F16] {
+            let load = |t: &Tensor, dtype| {
+                let tensors = std::collections::HashMap::from([("weight".to_string(), t.clone())]);
+                TokenEmbedding::new(50, 24, VarBuilder::from_tensors(tensors, dtype, &dev)).unwrap()
+            };
+            let half = load(&table, held);
+            assert_eq!(half.table.dtype(), held);
+            let rounded = table.to_dtype(held).unwrap().to_dtype(DType::F32).unwrap();
+            let reference = load(&rounded, DType::F32);
+            let (a, b) = (
+                half.forward(&ids).unwrap(),
+                reference.forward(&ids).unwrap(),
+            );
+            assert_eq!((a.dtype(), a.dims()), (DType::F32, &[2, 4, 24][..]));
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                v.into_iter().map(f32::to_bits).collect()
+            };
+            assert_eq!(bits(&a), bits(&b), "{held:?}");
+        }
+    }
 }

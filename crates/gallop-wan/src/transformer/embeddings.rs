@@ -25,6 +25,8 @@ impl PatchEmbedding {
         vb: VarBuilder,
     ) -> Result<Self> {
         let (pt, ph, pw) = patch;
+        // A conv kernel, small: held in the compute dtype.
+        let vb = crate::weights::compute_vb(&vb);
         let weight = vb
             .get((inner, channels, pt, ph, pw), "weight")?
             .reshape((inner, channels * pt * ph * pw))?;
@@ -111,7 +113,9 @@ impl ImageEmbedder {
             ff: FeedForward::load(image_dim, image_dim, dim, false, vb.pp("ff"))?,
             norm2: LayerNorm::affine(dim, EPS, vb.pp("norm2"))?,
             pos_embed: match pos_embed_seq_len {
-                Some(n) => Some(vb.get((1, n, image_dim), "pos_embed")?),
+                Some(n) => {
+                    Some(crate::weights::compute_vb(&vb).get((1, n, image_dim), "pos_embed")?)
+                }
                 None => None,
             },
         })
@@ -150,6 +154,8 @@ pub struct ConditionEmbedder {
     text_1: Linear,
     text_2: Linear,
     image: Option<ImageEmbedder>,
+    /// The dtype the text, image and timestep projections compute in.
+    dtype: DType,
 }
 
 /// Outputs of the condition embedder. `t` is 1 (one timestep per sample) or the token count.
@@ -184,6 +190,7 @@ impl ConditionEmbedder {
                 )?),
                 None => None,
             },
+            dtype: crate::weights::compute_dtype(&vb),
         })
     }
 
@@ -203,7 +210,7 @@ impl ConditionEmbedder {
         let temb = self
             .time_2
             .forward(&self.time_1.forward(&features)?.silu()?)?;
-        let dtype = self.time_proj_dtype();
+        let dtype = self.dtype;
         let proj = self
             .time_proj
             .forward(&temb.to_dtype(dtype)?.silu()?)?
@@ -225,9 +232,5 @@ impl ConditionEmbedder {
             text,
             image,
         })
-    }
-
-    fn time_proj_dtype(&self) -> DType {
-        self.text_1.dtype()
     }
 }

@@ -3,17 +3,39 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-/// `nn.Linear` over the last dim; inputs of any rank run as one 2-D matmul.
+/// `nn.Linear` over the last dim; inputs of any rank run as one 2-D matmul. The one Linear of
+/// the crate: the transformer's, the T5 encoder's (no bias) and CLIP's.
+///
+/// The weight is held in the VarBuilder's dtype, the bias in the compute dtype
+/// ([`crate::weights::compute_dtype`]). On the CPU with `--dtype bf16` the weight is held in bf16
+/// and widened to the input's f32 for each call: bf16 -> f32 is exact, so a bf16 checkpoint gives
+/// the same outputs as when held in f32.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// The checkpoint's `[out, in]` weight stored transposed, `[in, out]` contiguous: the matmul
-    /// then packs it with straight copies instead of a strided gather on every call.
+    /// then packs it with straight copies instead of a strided gather on every call, and a
+    /// held-narrower weight widens in one straight pass.
     weight_t: Tensor,
-    bias: Tensor,
+    bias: Option<Tensor>,
 }
 
 impl Linear {
     pub fn load(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        let bias = crate::weights::compute_vb(&vb).get(out_dim, "bias")?;
+        Self::load_weight(in_dim, out_dim, Some(bias), vb)
+    }
+
+    /// A Linear without bias (T5's).
+    pub fn load_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Self::load_weight(in_dim, out_dim, None, vb)
+    }
+
+    fn load_weight(
+        in_dim: usize,
+        out_dim: usize,
+        bias: Option<Tensor>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
         // A weight that is not laid out in memory (the manifest checker's zero-stride stand-ins
         // at 14B shapes) stays a transposed view rather than being materialised.
@@ -22,12 +44,10 @@ impl Linear {
         } else {
             weight.t()?
         };
-        Ok(Self {
-            weight_t,
-            bias: vb.get(out_dim, "bias")?,
-        })
+        Ok(Self { weight_t, bias })
     }
 
+    /// The dtype the weight is held in.
     pub fn dtype(&self) -> DType {
         self.weight_t.dtype()
     }
@@ -35,29 +55,41 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, super::fused::add_bias)
+        self.apply(x, |y, bias| match bias {
+            Some(bias) => super::fused::add_bias(y, bias),
+            None => Ok(y),
+        })
     }
 }
 
 impl Linear {
     /// gelu_tanh(x W^T + b), the bias and activation applied in place where possible.
     pub fn forward_gelu_tanh(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, super::fused::add_bias_gelu)
+        self.apply(x, |y, bias| match bias {
+            Some(bias) => super::fused::add_bias_gelu(y, bias),
+            None => y.gelu(),
+        })
     }
 
     /// `finish(x W^T, bias)` with `x` of any rank flattened to one 2-D matmul and reshaped back.
+    /// A weight held in another dtype than `x` is converted for this call only.
     fn apply(
         &self,
         x: &Tensor,
-        finish: impl FnOnce(Tensor, &Tensor) -> Result<Tensor>,
+        finish: impl FnOnce(Tensor, Option<&Tensor>) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
+        let x2 = x.reshape((rows, in_dim))?;
+        let y = if self.weight_t.dtype() == x.dtype() {
+            x2.matmul(&self.weight_t)?
+        } else {
+            x2.matmul(&self.weight_t.to_dtype(x.dtype())?)?
+        };
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap() = self.weight_t.dim(1)?;
-        finish(y, &self.bias)?.reshape(out_dims)
+        finish(y, self.bias.as_ref())?.reshape(out_dims)
     }
 }
 
@@ -116,7 +148,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn load(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get(dim, "weight")?,
+            weight: crate::weights::compute_vb(&vb).get(dim, "weight")?,
             eps: eps as f32,
         })
     }
@@ -161,5 +193,54 @@ impl Module for FeedForward {
             self.proj_in.forward(x)?.gelu_erf()?
         };
         self.proj_out.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.into_iter().map(f32::to_bits).collect()
+    }
+
+    #[test]
+    fn a_linear_held_in_half_precision_equals_its_rounded_weights_held_in_f32() {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.2, (48, 40), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.2, 48, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 40), &dev).unwrap();
+        for held in [DType::BF16, DType::F16] {
+            let load = |w: &Tensor, dtype, with_bias: bool| {
+                let mut tensors = std::collections::HashMap::from([("weight".into(), w.clone())]);
+                tensors.insert("bias".to_string(), bias.clone());
+                let vb = VarBuilder::from_tensors(tensors, dtype, &dev);
+                match with_bias {
+                    true => Linear::load(40, 48, vb).unwrap(),
+                    false => Linear::load_no_bias(40, 48, vb).unwrap(),
+                }
+            };
+            let rounded = weight.to_dtype(held).unwrap().to_dtype(DType::F32).unwrap();
+            for with_bias in [true, false] {
+                let half = load(&weight, held, with_bias);
+                let reference = load(&rounded, DType::F32, with_bias);
+                // Held narrow, the bias (compute dtype on the CPU) and the outputs f32.
+                assert_eq!(half.dtype(), held);
+                assert_eq!(
+                    half.bias.as_ref().map(|b| b.dtype()),
+                    with_bias.then_some(DType::F32)
+                );
+                let y = half.forward(&x).unwrap();
+                assert_eq!((y.dtype(), y.dims()), (DType::F32, &[2, 5, 48][..]));
+                assert_eq!(bits(&y), bits(&reference.forward(&x).unwrap()));
+                assert_eq!(
+                    bits(&half.forward_gelu_tanh(&x).unwrap()),
+                    bits(&reference.forward_gelu_tanh(&x).unwrap()),
+                    "{held:?} bias {with_bias}"
+                );
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 
 pub use attention::{AttentionTiling, attention};
 pub use config::{TransformerClass, TransformerConfig};
+pub use layers::Linear;
 pub use model::{TransformerInputs, WanTransformer};
 
 /// `gallop debug forward --component transformer`: inputs named as diffusers' forward arguments,

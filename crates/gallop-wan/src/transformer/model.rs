@@ -73,8 +73,9 @@ pub struct WanTransformer {
 }
 
 impl WanTransformer {
-    /// Load from a component folder (`config.json` + safetensors, one file or sharded), memory-mapped;
-    /// any float weight dtype is converted to `dtype` (use f32 on CPU).
+    /// Load from a component folder (`config.json` + safetensors, one file or sharded); any float
+    /// weight dtype is converted to `dtype`. On the CPU `dtype` is the dtype the Linear weights are
+    /// held in and the model computes in f32 ([`crate::weights::compute_dtype`]).
     pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
         let config: TransformerConfig = crate::weights::read_config(model_dir)?;
         let vb = crate::weights::read_var_builder(model_dir, dtype, device)?;
@@ -123,13 +124,18 @@ impl WanTransformer {
                 .get((1, 2, dim), "scale_shift_table")?,
             tiling: AttentionTiling::default(),
             ffn_rows: DEFAULT_FFN_ROWS,
-            dtype: vb.dtype(),
+            dtype: crate::weights::compute_dtype(&vb),
             config,
         })
     }
 
     pub fn config(&self) -> &TransformerConfig {
         &self.config
+    }
+
+    /// The dtype the blocks' matrices are held in (the VarBuilder's; f32 compute on the CPU).
+    pub fn weight_dtype(&self) -> DType {
+        self.proj_out.dtype()
     }
 
     /// Attention tile bounds (memory vs matmul size); the result does not depend on them.
