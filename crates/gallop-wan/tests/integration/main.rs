@@ -2,6 +2,7 @@
 //! dependency tree, so a binary per file cost CI gigabytes of disk and minutes of linking.
 
 mod clip_vision;
+mod held_weights;
 mod pipeline_dtype;
 mod pipeline_engine;
 mod pipeline_fixtures;
