@@ -2,28 +2,33 @@
 //! for BENCHMARKS.md. Run beside `scripts/fixtures/pipeline_bench.py` on the same model dir:
 //!
 //!   RAYON_NUM_THREADS=2 /usr/bin/time -v cargo run --release -p gallop-wan \
-//!       --example pipeline_bench -- MODEL_DIR HEIGHT WIDTH FRAMES STEPS
+//!       --example pipeline_bench -- MODEL_DIR HEIGHT WIDTH FRAMES STEPS [DTYPE]
 //!
-//! Prints load time, seconds per step, decode time.
+//! DTYPE is f32 (default), bf16 or f16: on the CPU the dtype the matrices are held in (f32 compute),
+//! as `gallop --dtype` loads them. Prints load time, seconds per step, decode time.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use gallop_wan::pipeline::{GenerateArgs, StepHooks, WanPipeline, gaussian_noise};
 
 fn main() -> anyhow::Result<()> {
     gallop_wan::memory::reuse_freed_memory(); // as the gallop binary does
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
-        args.len() == 6,
-        "usage: pipeline_bench MODEL_DIR HEIGHT WIDTH FRAMES STEPS"
+        args.len() == 6 || args.len() == 7,
+        "usage: pipeline_bench MODEL_DIR HEIGHT WIDTH FRAMES STEPS [f32|bf16|f16]"
     );
+    let dtype: gallop_wan::engine::ComputeDtype = match args.get(6) {
+        Some(text) => text.parse().map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
     let num = |i: usize| args[i].parse::<usize>();
     let (height, width, frames, steps) = (num(2)?, num(3)?, num(4)?, num(5)?);
     let device = Device::Cpu;
     let t0 = Instant::now();
-    let pipeline = WanPipeline::load(std::path::Path::new(&args[1]), DType::F32, &device)?;
+    let pipeline = WanPipeline::load(std::path::Path::new(&args[1]), dtype.dtype(), &device)?;
     let load = t0.elapsed().as_secs_f64();
     let prompt = pipeline.encode_prompt("A white horse gallops along the beach at sunset")?;
     let negative = pipeline.encode_prompt("blurry, static, low quality")?;
@@ -63,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     let video = pipeline.decode(&latents)?;
     let decode = t2.elapsed().as_secs_f64();
     println!(
-        "gallop: load {load:.3} s, {:.4} s/step ({steps} steps, CFG), decode {decode:.3} s, frames {:?}",
+        "gallop ({dtype} weights): load {load:.3} s, {:.4} s/step ({steps} steps, CFG), decode {decode:.3} s, frames {:?}",
         denoise / steps as f64,
         video.dims()
     );
