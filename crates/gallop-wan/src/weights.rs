@@ -172,18 +172,44 @@ struct FileTensors {
     tensors: std::collections::HashMap<String, (std::sync::Arc<std::fs::File>, FileEntry)>,
 }
 
+/// Bytes of a file tensor read and converted at a time.
+const READ_CHUNK_BYTES: usize = 64 << 20;
+
 impl FileTensors {
     fn read(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        use std::os::unix::fs::FileExt;
         let Some((file, entry)) = self.tensors.get(name) else {
             candle_core::bail!("cannot find tensor {name}");
         };
-        let mut bytes = vec![0u8; entry.len];
-        file.read_exact_at(&mut bytes, entry.start)?;
-        Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(dev)
+        read_converted(file, entry, dtype, READ_CHUNK_BYTES)?.to_device(dev)
     }
+}
+
+/// A file tensor in `dtype`, read and converted `chunk_bytes` at a time straight into the result:
+/// the process holds the tensor once in `dtype` plus one chunk, never the file's bytes beside it
+/// (an f32 file read as bf16 never has an f32 copy of the tensor, let alone of the model).
+fn read_converted(
+    file: &std::fs::File,
+    entry: &FileEntry,
+    dtype: DType,
+    chunk_bytes: usize,
+) -> candle_core::Result<Tensor> {
+    use std::os::unix::fs::FileExt;
+    let size = entry.dtype.size_in_bytes();
+    let elems = entry.len / size;
+    let out = Tensor::zeros(elems, dtype, &Device::Cpu)?;
+    let chunk = (chunk_bytes / size).max(1);
+    let mut bytes = vec![0u8; chunk.min(elems) * size];
+    let mut done = 0;
+    while done < elems {
+        let n = chunk.min(elems - done);
+        let part = &mut bytes[..n * size];
+        file.read_exact_at(part, entry.start + (done * size) as u64)?;
+        let converted =
+            Tensor::from_raw_buffer(part, entry.dtype, &[n], &Device::Cpu)?.to_dtype(dtype)?;
+        out.slice_set(&converted, 0, done)?;
+        done += n;
+    }
+    out.reshape(entry.shape.as_slice())
 }
 
 impl candle_nn::var_builder::SimpleBackend for FileTensors {
@@ -328,5 +354,41 @@ impl candle_nn::var_builder::SimpleBackend for TrackedBackend {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.shapes.contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_tensors_convert_chunk_by_chunk_as_a_whole_conversion_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let t = Tensor::randn(0f32, 1.0, (7, 5), &Device::Cpu).unwrap();
+        candle_core::safetensors::save(&[("w", t.clone())].into_iter().collect(), &path).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let (_, entry) = read_safetensors_header(&file, &path)
+            .unwrap()
+            .into_iter()
+            .find(|(name, _)| name == "w")
+            .unwrap();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let whole = t.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+            // Chunks of 3 elements (the last one short), of one, and the whole tensor at once.
+            for chunk_bytes in [12, 1, 1 << 20] {
+                let read = read_converted(&file, &entry, dtype, chunk_bytes).unwrap();
+                assert_eq!((read.dtype(), read.dims()), (dtype, &[7, 5][..]));
+                let diff = (read.to_dtype(DType::F32).unwrap() - &whole)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert_eq!(diff, 0.0, "{dtype:?}, chunks of {chunk_bytes} bytes");
+            }
+        }
     }
 }
