@@ -379,14 +379,8 @@ mod tests {
             for chunk_bytes in [12, 1, 1 << 20] {
                 let read = read_converted(&file, &entry, dtype, chunk_bytes).unwrap();
                 assert_eq!((read.dtype(), read.dims()), (dtype, &[7, 5][..]));
-                let diff = (read.to_dtype(DType::F32).unwrap() - &whole)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let read = read.to_dtype(DType::F32).unwrap();
+                let diff = crate::testing::max_abs_diff(&read, &whole).unwrap();
                 assert_eq!(diff, 0.0, "{dtype:?}, chunks of {chunk_bytes} bytes");
             }
         }
