@@ -1,8 +1,9 @@
 //! The pipeline with `--dtype bf16/f16` on the CPU: the transformers' and text/image encoders'
 //! matrices (and the T5 token table) are held in that dtype, everything computes in f32 beside
-//! the f32 latents, scheduler and VAE, and the frames stay near the f32 run's. Bit-identity of a
-//! half-precision checkpoint held in its dtype is proven per layer (`Linear`, the T5 token
-//! table); the fixtures' weights are f32, so here holding them in bf16 rounds each matrix once.
+//! the f32 latents, scheduler and VAE. The fixtures' weights are f32, so holding them in bf16
+//! rounds each matrix once and the frames stay near the f32 run's; a bf16 copy of a fixture (as
+//! the published checkpoints are stored) held in bf16 gives the frames of converting it to f32
+//! on load, bit for bit.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -18,9 +19,14 @@ fn model(case: &str) -> PathBuf {
 
 /// Frames `[F, H, W, 3]` of a 2-step, guided 64x32x5 run of `case` with weights in `dtype`.
 fn frames(case: &str, dtype: DType) -> Tensor {
+    frames_of(case, &model(case).join("model"), dtype)
+}
+
+/// As [`frames`], with the checkpoint at `model_dir` (the case's image and sizes).
+fn frames_of(case: &str, model_dir: &Path, dtype: DType) -> Tensor {
     let device = Device::Cpu;
     let dir = model(case);
-    let pipeline = WanPipeline::load(&dir.join("model"), dtype, &device).unwrap();
+    let pipeline = WanPipeline::load(model_dir, dtype, &device).unwrap();
     // The matrices are held in `dtype`; the VAE is f32 whatever the dtype.
     assert_eq!(pipeline.transformer().weight_dtype(), dtype, "{case}");
     assert_eq!(pipeline.text_encoder().encoder.weight_dtype(), dtype);
@@ -98,5 +104,69 @@ fn weights_held_in_half_precision_run_the_whole_recipe_near_f32() {
                  (bounds {mean_bound}, {max_bound}; 0 means the weights were not rounded)"
             );
         }
+    }
+}
+
+/// A copy of `case`'s checkpoint with every float tensor of the transformers and the text
+/// encoder stored in bf16, as the published Wan checkpoints store them.
+fn bf16_checkpoint(case: &str, into: &Path) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy(&path, &target);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+    let out = into.join("model");
+    copy(&model(case).join("model"), &out);
+    for component in ["transformer", "transformer_2", "text_encoder"] {
+        let Ok(files) = std::fs::read_dir(out.join(component)) else {
+            continue;
+        };
+        for file in files {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "safetensors") {
+                let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+                let tensors: std::collections::HashMap<String, Tensor> = tensors
+                    .into_iter()
+                    .map(|(name, t)| {
+                        let t = match t.dtype() {
+                            DType::F32 => t.to_dtype(DType::BF16).unwrap(),
+                            _ => t,
+                        };
+                        (name, t)
+                    })
+                    .collect();
+                candle_core::safetensors::save(&tensors, &path).unwrap();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_bf16_checkpoint_held_in_bf16_gives_the_f32_runs_frames_bit_for_bit() {
+    // bf16 -> f32 is exact: holding a bf16 checkpoint's matrices in bf16 and widening them per
+    // matmul computes on the same f32 values as converting them all on load.
+    for case in ["ti2v", "a14b"] {
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = bf16_checkpoint(case, dir.path());
+        let widened_on_load = frames_of(case, &model_dir, DType::F32);
+        let held = frames_of(case, &model_dir, DType::BF16);
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.into_iter().map(f32::to_bits).collect()
+        };
+        assert!(
+            bits(&held) == bits(&widened_on_load),
+            "{case}: frames differ"
+        );
+        // And the checkpoint is really bf16: its frames are not the f32 fixture's.
+        assert!(bits(&held) != bits(&frames(case, DType::F32)), "{case}");
     }
 }
