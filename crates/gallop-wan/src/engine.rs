@@ -138,8 +138,9 @@ impl fmt::Display for ComputeDtype {
     }
 }
 
-/// Refuses a device or dtype this build cannot compute with, without touching any device.
-/// Messages begin with the setting's name (`device: ...`, `dtype: ...`).
+/// Refuses a device this build cannot compute with, without touching any device; the message
+/// begins with the setting's name (`device: ...`). Every dtype runs on every device (on the CPU
+/// bf16/f16 is the dtype the weights are held in).
 fn check_compute_rules(settings: &WanSettings) -> anyhow::Result<()> {
     if let ComputeDevice::Cuda(_) = settings.device {
         ensure!(

@@ -9,10 +9,10 @@ use std::path::Path;
 use anyhow::{Context, ensure};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, LayerNorm, VarBuilder, conv2d_no_bias, layer_norm};
+use serde::Deserialize;
 
 use crate::transformer::Linear;
 use crate::weights::compute_vb;
-use serde::Deserialize;
 
 pub use preprocess::{ClipImageProcessor, ProcessorConfig, resize_bicubic_like_pil};
 

@@ -10,10 +10,10 @@ use std::path::Path;
 use anyhow::{Context, bail, ensure};
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder, embedding};
+use serde::Deserialize;
 
 use crate::transformer::Linear;
 use crate::weights::{compute_dtype, compute_vb};
-use serde::Deserialize;
 
 pub use prompt::{TextEncoder, clean_prompt};
 pub use tokenizer::{PromptTokenizer, TokenizedPrompts};
