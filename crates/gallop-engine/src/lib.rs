@@ -25,6 +25,9 @@ pub struct EngineInfo {
     pub engine: String,
     /// The checkpoint that served (a directory or hub id), None for the preview.
     pub checkpoint: Option<String>,
+    /// Where and in what precision the checkpoint computes (`cpu, f32`,
+    /// `cpu, bf16 weights (f32 compute)`, `cuda:0, bf16`), None for the preview.
+    pub compute: Option<String>,
 }
 
 /// What an engine is given for one run.

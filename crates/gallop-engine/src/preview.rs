@@ -36,6 +36,7 @@ impl Engine for PreviewEngine {
         EngineInfo {
             engine: "preview".into(),
             checkpoint: None,
+            compute: None,
         }
     }
 

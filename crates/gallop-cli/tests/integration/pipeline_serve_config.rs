@@ -19,13 +19,13 @@ fn checkpoint(case: &str) -> String {
         .to_string()
 }
 
-/// A config file in `dir` serving each (model id, checkpoint) with one step, guidance off.
-fn write_config(dir: &Path, entries: &[(&str, &str)]) -> PathBuf {
+/// A config file in `dir` serving each (model id, checkpoint, dtype) with one step, guidance off.
+fn write_config(dir: &Path, entries: &[(&str, &str, &str)]) -> PathBuf {
     let text: String = entries
         .iter()
-        .map(|(model, case)| {
+        .map(|(model, case, dtype)| {
             format!(
-                "[models.\"{model}\"]\nmodel_dir = \"{}\"\nsteps = 1\nguidance = 1.0\n\n",
+                "[models.\"{model}\"]\nmodel_dir = \"{}\"\nsteps = 1\nguidance = 1.0\ndtype = \"{dtype}\"\n\n",
                 checkpoint(case)
             )
         })
@@ -74,7 +74,10 @@ fn each_model_runs_on_its_own_checkpoint() {
     let data = tempfile::tempdir().unwrap();
     let config = write_config(
         data.path(),
-        &[("alibaba/hh1-i2v", "ti2v"), ("alibaba/hh1.1-r2v", "vace")],
+        &[
+            ("alibaba/hh1-i2v", "ti2v", "f32"),
+            ("alibaba/hh1.1-r2v", "vace", "bf16"),
+        ],
     );
     let addr = free_addr();
     let config_arg = config.display().to_string();
@@ -89,7 +92,7 @@ fn each_model_runs_on_its_own_checkpoint() {
         lines.contains(&format!(
             "alibaba/hh1-i2v: wan engine, checkpoint {i2v_ckpt}, on cpu, f32"
         )) && lines.contains(&format!(
-            "alibaba/hh1.1-r2v: wan engine, checkpoint {r2v_ckpt}, on cpu, f32"
+            "alibaba/hh1.1-r2v: wan engine, checkpoint {r2v_ckpt}, on cpu, bf16 weights (f32 compute)"
         )),
         "{lines:?}"
     );
@@ -110,6 +113,9 @@ fn each_model_runs_on_its_own_checkpoint() {
         r2v_ckpt.as_str(),
         "{body}"
     );
+    assert_eq!(models["models"][0]["compute"], "cpu, f32", "{body}");
+    let r2v_compute = "cpu, bf16 weights (f32 compute)";
+    assert_eq!(models["models"][1]["compute"], r2v_compute, "{body}");
 
     let image = upload(&addr, &token, 40);
     let (status, i2v) = submit(
@@ -132,7 +138,10 @@ fn each_model_runs_on_its_own_checkpoint() {
     );
     assert_eq!(status, 202, "{r2v}");
 
-    for (job, ckpt) in [(i2v, &i2v_ckpt), (r2v, &r2v_ckpt)] {
+    for (job, ckpt, compute) in [
+        (i2v, &i2v_ckpt, "cpu, f32"),
+        (r2v, &r2v_ckpt, r2v_compute),
+    ] {
         let done = wait_completed(
             &addr,
             &token,
@@ -141,6 +150,7 @@ fn each_model_runs_on_its_own_checkpoint() {
         );
         assert_eq!(done["engine"]["engine"], "wan", "{done}");
         assert_eq!(done["engine"]["checkpoint"], ckpt.as_str(), "{done}");
+        assert_eq!(done["engine"]["compute"], compute, "{done}");
         assert!(done["result"]["video"].is_string(), "{done}");
     }
 }
@@ -148,7 +158,7 @@ fn each_model_runs_on_its_own_checkpoint() {
 #[test]
 fn a_model_without_a_checkpoint_is_refused_at_submit() {
     let data = tempfile::tempdir().unwrap();
-    let config = write_config(data.path(), &[("alibaba/hh1-i2v", "ti2v")]);
+    let config = write_config(data.path(), &[("alibaba/hh1-i2v", "ti2v", "f32")]);
     let addr = free_addr();
     let config_arg = config.display().to_string();
     let server = Server::start(&data.path().join("data"), &addr, &["--config", &config_arg]);

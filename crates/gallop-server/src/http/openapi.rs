@@ -118,7 +118,8 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "get",
         path: "/v1/models",
-        summary: "Each model id with the engine and checkpoint that serve it (preview or wan); \
+        summary: "Each model id with the engine, checkpoint and compute (device, precision) that \
+                  serve it (preview or wan); \
                   an id with no checkpoint configured has served: false and is refused at submit",
         bearer: true,
         success: ("200", JSON),

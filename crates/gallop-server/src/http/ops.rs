@@ -24,6 +24,7 @@ pub async fn models(State(state): State<SharedState>, _: Account) -> Json<Value>
                 "served": true,
                 "engine": info.engine,
                 "checkpoint": info.checkpoint,
+                "compute": info.compute,
                 "note": if info.engine == "preview" {
                     "motion preview (camera moves and cross-dissolves over the input images); not the neural model"
                 } else {
@@ -35,6 +36,7 @@ pub async fn models(State(state): State<SharedState>, _: Account) -> Json<Value>
                 "served": false,
                 "engine": null,
                 "checkpoint": null,
+                "compute": null,
                 "note": state.engines.refusal(model),
             }),
         })

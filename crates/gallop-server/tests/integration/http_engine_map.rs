@@ -22,6 +22,7 @@ impl Engine for Named {
         EngineInfo {
             engine: "preview".into(),
             checkpoint: Some(self.0.into()),
+            compute: None,
         }
     }
 
