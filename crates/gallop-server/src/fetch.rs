@@ -5,19 +5,26 @@
 //! cloud metadata), then connects ONLY to the vetted address (reqwest's `resolve` pins it, so a
 //! second DNS answer cannot swap it). Redirects are followed by hand, each hop checked the same
 //! way. Bodies are streamed with a byte cap, and the whole fetch has a deadline.
+//!
+//! Transient failures (HTTP 5xx and 429, refused or reset connections, connect timeouts) are
+//! retried with exponential backoff, each attempt from the original uri with its addresses vetted
+//! again; everything else (4xx, refusals, too-big bodies, redirect limits) fails at once.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::Url;
 
 /// Upstream's input limit.
 pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
+
+/// The longest wait between attempts, whether from the backoff or a `Retry-After` header.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
 /// Names that reach cloud metadata services whatever they resolve to.
 const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "metadata"];
@@ -63,9 +70,15 @@ pub struct FetchPolicy {
     pub allowed_addrs: Vec<IpAddr>,
     pub max_bytes: usize,
     pub max_redirects: u32,
-    /// Deadline of the whole fetch, redirects included.
+    /// Deadline of the whole fetch, redirects and retries included.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Attempts in all (at least 1) when an attempt fails transiently: HTTP 5xx or 429, a
+    /// refused or reset connection, a connect timeout.
+    pub attempts: u32,
+    /// Wait before the second attempt, doubling before each further one (at most
+    /// `MAX_RETRY_WAIT`); a `Retry-After: <seconds>` header replaces it, capped the same way.
+    pub retry_backoff: Duration,
     pub resolver: Arc<dyn Resolver>,
 }
 
@@ -78,6 +91,8 @@ impl Default for FetchPolicy {
             max_redirects: 3,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            attempts: 3,
+            retry_backoff: Duration::from_millis(500),
             resolver: Arc::new(SystemResolver),
         }
     }
@@ -190,13 +205,80 @@ pub async fn fetch_image(uri: &str, policy: &FetchPolicy) -> Result<Vec<u8>, Fet
     if let Some(rest) = strip_prefix_ignore_case(uri, "data:") {
         return decode_data_uri(uri, rest, policy.max_bytes);
     }
-    match tokio::time::timeout(policy.timeout, fetch_http(uri, policy)).await {
-        Ok(result) => result,
-        Err(_) => Err(FetchError::new(
-            uri,
-            format!("timed out after {} s", policy.timeout.as_secs_f32()),
-        )),
+    let deadline = Instant::now() + policy.timeout;
+    let attempts = policy.attempts.max(1);
+    let mut made = 0;
+    loop {
+        made += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let failure = match tokio::time::timeout(remaining, fetch_http(uri, policy)).await {
+            Ok(Ok(bytes)) => return Ok(bytes),
+            Ok(Err(failure)) => failure,
+            Err(_) => Failure::fatal(FetchError::new(
+                uri,
+                format!("timed out after {} s", policy.timeout.as_secs_f32()),
+            )),
+        };
+        let Failure { mut error, retry } = failure;
+        let wait = retry.map(|after| {
+            after
+                .unwrap_or_else(|| policy.retry_backoff.saturating_mul(1 << (made - 1).min(16)))
+                .min(MAX_RETRY_WAIT)
+        });
+        // Give up when the failure is not transient, the attempts are spent, or the wait would
+        // run past the deadline (the last error says more than a timeout would).
+        match wait {
+            Some(wait) if made < attempts && Instant::now() + wait < deadline => {
+                tracing::debug!(
+                    uri = %error.uri,
+                    reason = %error.reason,
+                    attempt = made,
+                    ?wait,
+                    "image fetch failed; retrying"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            _ => {
+                if made > 1 {
+                    error.reason.push_str(&format!(" ({made} attempts)"));
+                }
+                return Err(error);
+            }
+        }
     }
+}
+
+/// One attempt's failure, and whether another attempt may succeed: `retry` is None for a final
+/// failure, `Some(wait)` for a transient one (`wait` from a `Retry-After` header, if any).
+struct Failure {
+    error: FetchError,
+    retry: Option<Option<Duration>>,
+}
+
+impl Failure {
+    fn fatal(error: FetchError) -> Failure {
+        Failure { error, retry: None }
+    }
+
+    fn transient(error: FetchError, retry_after: Option<Duration>) -> Failure {
+        Failure {
+            error,
+            retry: Some(retry_after),
+        }
+    }
+}
+
+/// Errors of `send` where the server may answer next time: connect failures (refused, reset,
+/// timed out, a failed TLS handshake) and a connection broken mid-request. Not builder errors.
+fn transport_is_transient(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+}
+
+/// `Retry-After: <seconds>`; the HTTP-date form is ignored (the backoff applies).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let secs: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
 }
 
 fn decode_data_uri(uri: &str, rest: &str, max_bytes: usize) -> Result<Vec<u8>, FetchError> {
@@ -226,25 +308,28 @@ fn decode_data_uri(uri: &str, rest: &str, max_bytes: usize) -> Result<Vec<u8>, F
     Ok(bytes)
 }
 
-async fn fetch_http(uri: &str, policy: &FetchPolicy) -> Result<Vec<u8>, FetchError> {
-    let mut url = Url::parse(uri).map_err(|e| FetchError::new(uri, format!("not a URL: {e}")))?;
+/// One attempt: the uri and its redirects, each hop vetted.
+async fn fetch_http(uri: &str, policy: &FetchPolicy) -> Result<Vec<u8>, Failure> {
+    let fatal = |at: &str, reason: String| Failure::fatal(FetchError::new(at, reason));
+    let mut url = Url::parse(uri).map_err(|e| fatal(uri, format!("not a URL: {e}")))?;
     let mut redirects = 0;
     loop {
         let here = url.as_str().to_string();
-        let (host, addr) = vet(&url, policy)
-            .await
-            .map_err(|r| FetchError::new(&here, r))?;
-        let client = pinned_client(&host, addr, policy).map_err(|r| FetchError::new(&here, r))?;
-        let response = client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| FetchError::new(&here, describe(&e)))?;
+        let (host, addr) = vet(&url, policy).await.map_err(|r| fatal(&here, r))?;
+        let client = pinned_client(&host, addr, policy).map_err(|r| fatal(&here, r))?;
+        let response = client.get(url.clone()).send().await.map_err(|e| {
+            let error = FetchError::new(&here, describe(&e));
+            if transport_is_transient(&e) {
+                Failure::transient(error, None)
+            } else {
+                Failure::fatal(error)
+            }
+        })?;
         let status = response.status();
         if status.is_redirection() {
             redirects += 1;
             if redirects > policy.max_redirects {
-                return Err(FetchError::new(
+                return Err(fatal(
                     uri,
                     format!("more than {} redirects; refused", policy.max_redirects),
                 ));
@@ -253,18 +338,32 @@ async fn fetch_http(uri: &str, policy: &FetchPolicy) -> Result<Vec<u8>, FetchErr
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| FetchError::new(&here, format!("HTTP {status} without Location")))?;
+                .ok_or_else(|| fatal(&here, format!("HTTP {status} without Location")))?;
             url = url
                 .join(location)
-                .map_err(|e| FetchError::new(&here, format!("bad redirect {location:?}: {e}")))?;
+                .map_err(|e| fatal(&here, format!("bad redirect {location:?}: {e}")))?;
             continue;
         }
         if !status.is_success() {
-            return Err(FetchError::new(&here, format!("HTTP status {status}")));
+            let error = FetchError::new(&here, format!("HTTP status {status}"));
+            return Err(
+                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    Failure::transient(error, retry_after(&response))
+                } else {
+                    Failure::fatal(error)
+                },
+            );
         }
         return read_capped(response, policy.max_bytes)
             .await
-            .map_err(|r| FetchError::new(&here, r));
+            .map_err(|(reason, transient)| {
+                let error = FetchError::new(&here, reason);
+                if transient {
+                    Failure::transient(error, None)
+                } else {
+                    Failure::fatal(error)
+                }
+            });
     }
 }
 
@@ -334,8 +433,19 @@ fn pinned_client(
         .map_err(|e| format!("http client: {e}"))
 }
 
-async fn read_capped(mut response: reqwest::Response, max_bytes: usize) -> Result<Vec<u8>, String> {
-    let too_big = || format!("image is larger than {max_bytes} bytes; refused");
+/// The body, at most `max_bytes`; an error says why and whether it was transient (a broken
+/// connection: no content decoding is enabled, so a read error is the transport's) rather than
+/// final (too big).
+async fn read_capped(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Vec<u8>, (String, bool)> {
+    let too_big = || {
+        (
+            format!("image is larger than {max_bytes} bytes; refused"),
+            false,
+        )
+    };
     if response
         .content_length()
         .is_some_and(|n| n > max_bytes as u64)
@@ -343,7 +453,7 @@ async fn read_capped(mut response: reqwest::Response, max_bytes: usize) -> Resul
         return Err(too_big());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| (describe(&e), true))? {
         if body.len() + chunk.len() > max_bytes {
             return Err(too_big());
         }

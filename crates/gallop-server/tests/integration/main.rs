@@ -4,6 +4,7 @@
 mod http_support;
 
 mod fetch_guard;
+mod fetch_retry;
 mod http_auth;
 mod http_engine_map;
 mod http_errors;
