@@ -138,10 +138,7 @@ fn each_model_runs_on_its_own_checkpoint() {
     );
     assert_eq!(status, 202, "{r2v}");
 
-    for (job, ckpt, compute) in [
-        (i2v, &i2v_ckpt, "cpu, f32"),
-        (r2v, &r2v_ckpt, r2v_compute),
-    ] {
+    for (job, ckpt, compute) in [(i2v, &i2v_ckpt, "cpu, f32"), (r2v, &r2v_ckpt, r2v_compute)] {
         let done = wait_completed(
             &addr,
             &token,
