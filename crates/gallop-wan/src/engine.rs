@@ -562,7 +562,7 @@ impl Engine for WanEngine {
         EngineInfo {
             engine: "wan".to_string(),
             checkpoint: Some(self.checkpoint.clone()),
-            compute: Some(self.settings.compute()),
+            compute: Some(self.compute()),
         }
     }
 

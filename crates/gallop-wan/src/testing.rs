@@ -34,6 +34,13 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
+/// The bit patterns of a tensor's values as f32: for "bit-identical" assertions, which a
+/// difference of 0 would not make (it equates -0 with 0 and fails on NaN).
+pub fn f32_bits(t: &Tensor) -> anyhow::Result<Vec<u32>> {
+    let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(values.into_iter().map(f32::to_bits).collect())
+}
+
 /// User + system CPU seconds of this process (all threads), from /proc/self/stat; wall time alone
 /// misleads when other jobs share the cores.
 pub fn process_cpu_seconds() -> f64 {

@@ -480,10 +480,7 @@ mod tests {
                 reference.forward(&ids).unwrap(),
             );
             assert_eq!((a.dtype(), a.dims()), (DType::F32, &[2, 4, 24][..]));
-            let bits = |t: &Tensor| -> Vec<u32> {
-                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-                v.into_iter().map(f32::to_bits).collect()
-            };
+            let bits = |t: &Tensor| crate::testing::f32_bits(t).unwrap();
             assert_eq!(bits(&a), bits(&b), "{held:?}");
         }
     }

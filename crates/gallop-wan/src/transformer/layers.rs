@@ -202,8 +202,7 @@ mod tests {
     use candle_core::Device;
 
     fn bits(t: &Tensor) -> Vec<u32> {
-        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-        v.into_iter().map(f32::to_bits).collect()
+        crate::testing::f32_bits(t).unwrap()
     }
 
     #[test]

@@ -158,10 +158,7 @@ fn a_bf16_checkpoint_held_in_bf16_gives_the_f32_runs_frames_bit_for_bit() {
         let model_dir = bf16_checkpoint(case, dir.path());
         let widened_on_load = frames_of(case, &model_dir, DType::F32);
         let held = frames_of(case, &model_dir, DType::BF16);
-        let bits = |t: &Tensor| -> Vec<u32> {
-            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-            v.into_iter().map(f32::to_bits).collect()
-        };
+        let bits = |t: &Tensor| gallop_wan::testing::f32_bits(t).unwrap();
         assert!(
             bits(&held) == bits(&widened_on_load),
             "{case}: frames differ"
