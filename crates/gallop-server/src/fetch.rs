@@ -266,6 +266,15 @@ impl Failure {
             retry: Some(retry_after),
         }
     }
+
+    /// Transient (no `Retry-After`) or final, as `transient` says.
+    fn either(error: FetchError, transient: bool) -> Failure {
+        if transient {
+            Failure::transient(error, None)
+        } else {
+            Failure::fatal(error)
+        }
+    }
 }
 
 /// Errors of `send` where the server may answer next time: connect failures (refused, reset,
@@ -318,12 +327,10 @@ async fn fetch_http(uri: &str, policy: &FetchPolicy) -> Result<Vec<u8>, Failure>
         let (host, addr) = vet(&url, policy).await.map_err(|r| fatal(&here, r))?;
         let client = pinned_client(&host, addr, policy).map_err(|r| fatal(&here, r))?;
         let response = client.get(url.clone()).send().await.map_err(|e| {
-            let error = FetchError::new(&here, describe(&e));
-            if transport_is_transient(&e) {
-                Failure::transient(error, None)
-            } else {
-                Failure::fatal(error)
-            }
+            Failure::either(
+                FetchError::new(&here, describe(&e)),
+                transport_is_transient(&e),
+            )
         })?;
         let status = response.status();
         if status.is_redirection() {
@@ -357,12 +364,7 @@ async fn fetch_http(uri: &str, policy: &FetchPolicy) -> Result<Vec<u8>, Failure>
         return read_capped(response, policy.max_bytes)
             .await
             .map_err(|(reason, transient)| {
-                let error = FetchError::new(&here, reason);
-                if transient {
-                    Failure::transient(error, None)
-                } else {
-                    Failure::fatal(error)
-                }
+                Failure::either(FetchError::new(&here, reason), transient)
             });
     }
 }
