@@ -34,7 +34,7 @@ fn r2v_body() -> Value {
 
 #[test]
 fn i2v_maps_to_the_same_request_as_the_cloudflare_shape() {
-    let from_dashscope = parse_video_synthesis(&i2v_body()).unwrap();
+    let from_dashscope = parse_video_synthesis(&i2v_body()).unwrap().request;
     let from_cloudflare = parse_input(
         ModelId::HhI2v,
         &json!({"image": "https://example.com/rap.png", "prompt": "A gentle camera push-in",
@@ -47,7 +47,7 @@ fn i2v_maps_to_the_same_request_as_the_cloudflare_shape() {
 
 #[test]
 fn r2v_maps_with_defaults_for_absent_parameters() {
-    let request = parse_video_synthesis(&r2v_body()).unwrap();
+    let request = parse_video_synthesis(&r2v_body()).unwrap().request;
     assert_eq!(
         request,
         GenerationRequest {
@@ -72,7 +72,7 @@ fn parameters_may_be_absent_and_cloudflare_ids_are_accepted() {
     let mut body = i2v_body();
     body.as_object_mut().unwrap().remove("parameters");
     body["model"] = json!("alibaba/hh1-i2v");
-    let request = parse_video_synthesis(&body).unwrap();
+    let request = parse_video_synthesis(&body).unwrap().request;
     assert_eq!(
         (request.model, request.resolution, request.duration),
         (ModelId::HhI2v, Resolution::P720, 5)
@@ -136,13 +136,13 @@ fn each_broken_rule_points_into_the_dashscope_body() {
             i2v_body(),
             "/parameters/ratio",
             Some(json!("16:9")),
-            "Bad input: /parameters/ratio is not allowed",
+            "Bad input: /parameters/ratio is not allowed for happyhorse-1.0-i2v: the image sets the aspect ratio",
         ),
         (
             i2v_body(),
             "/parameters/size",
             Some(json!("1280*720")),
-            "Bad input: /parameters/size is not allowed",
+            "Bad input: /parameters/size is not a parameter of happyhorse-1.0-i2v: use resolution (720P or 1080P)",
         ),
         (
             i2v_body(),
@@ -204,7 +204,55 @@ fn each_broken_rule_points_into_the_dashscope_body() {
             i2v_body(),
             "/input/img_url",
             Some(json!("https://example.com/a.png")),
+            "Bad input: /input/img_url is not allowed with /input/media: give the images once",
+        ),
+        (
+            i2v_body(),
+            "/input/reference_urls",
+            Some(json!(["https://example.com/a.png"])),
+            "Bad input: /input/reference_urls is not allowed",
+        ),
+        (
+            i2v_body(),
+            "/input/template",
+            Some(json!("gufeng")),
+            "Bad input: /input/template is not allowed",
+        ),
+        (
+            i2v_body(),
+            "/input/function",
+            Some(json!("image2video")),
+            "Bad input: /input/function must be video-synthesis",
+        ),
+        (
+            i2v_body(),
+            "/input/extend_prompt",
+            Some(json!("yes")),
+            "Bad input: /input/extend_prompt must be a boolean",
+        ),
+        (
+            i2v_body(),
+            "/parameters/prompt_extend",
+            Some(json!(1)),
+            "Bad input: /parameters/prompt_extend must be a boolean",
+        ),
+        (
+            i2v_body(),
+            "/parameters/shot_type",
+            Some(json!("multi")),
+            "Bad input: /parameters/shot_type is not allowed",
+        ),
+        (
+            r2v_body(),
+            "/input/img_url",
+            Some(json!("https://example.com/a.png")),
             "Bad input: /input/img_url is not allowed",
+        ),
+        (
+            r2v_body(),
+            "/input/reference_urls",
+            Some(json!(["https://example.com/a.png"])),
+            "Bad input: /input/reference_urls is not allowed with /input/media: give the images once",
         ),
         (i2v_body(), "/input", None, "Bad input: /input is required"),
         (
@@ -279,7 +327,7 @@ fn unknown_and_missing_models_are_model_not_found() {
     assert_eq!(
         body,
         json!({"code": "ModelNotFound",
-               "message": "No such model: wan2.2-i2v-plus (served: happyhorse-1.0-i2v, happyhorse-1.1-r2v, alibaba/hh1-i2v, alibaba/hh1.1-r2v)",
+               "message": "No such model: wan2.2-i2v-plus (served: happyhorse-1.0-i2v, happyhorse-1.1-i2v, happyhorse-1.0-r2v, happyhorse-1.1-r2v, alibaba/hh1-i2v, alibaba/hh1.1-r2v)",
                "request_id": "req-1"})
     );
     assert_eq!(err.dashscope_code().http_status(), 404);
@@ -316,6 +364,11 @@ fn error_codes_spell_as_model_studio_does() {
             "Throttling.RateQuota",
             429,
         ),
+        (
+            DashScopeErrorCode::UnsupportedOperation,
+            "UnsupportedOperation",
+            400,
+        ),
         (DashScopeErrorCode::InternalError, "InternalError", 500),
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), text);
@@ -347,7 +400,10 @@ fn task_answers() {
         request_id: "req-4".to_string(),
         usage: Some(TaskUsage {
             duration: 5,
+            output_video_duration: Some(5),
             video_count: 1,
+            sr: Some(720),
+            ratio: Some("16:9".to_string()),
         }),
     };
     let value = serde_json::to_value(&succeeded).unwrap();
@@ -358,7 +414,10 @@ fn task_answers() {
     );
     assert_eq!(value["output"]["end_time"], "2026-11-22 02:03:00.000");
     assert_eq!(value["output"]["orig_prompt"], "the cat blinks");
-    assert_eq!(value["usage"], json!({"duration": 5, "video_count": 1}));
+    assert_eq!(
+        value["usage"],
+        json!({"duration": 5, "output_video_duration": 5, "video_count": 1, "SR": 720, "ratio": "16:9"})
+    );
     assert_eq!(
         serde_json::from_value::<TaskAnswer>(value).unwrap(),
         succeeded
@@ -385,4 +444,76 @@ fn task_answers() {
         json!({"output": {"task_id": "task-2", "task_status": "FAILED", "code": "InvalidParameter",
                           "message": "/input/media/0/url could not be fetched"}, "request_id": "req-5"})
     );
+}
+
+#[test]
+fn every_sdk_calling_style_and_model_id_maps_to_the_seed_request() {
+    let url = "https://example.com/a.png";
+    let sdk = |model: &str, input: Value, parameters: Value| {
+        let mut input = input;
+        // The official SDK adds these two to every input.
+        input["extend_prompt"] = json!(true);
+        input["function"] = json!("video-synthesis");
+        parse_video_synthesis(&json!({"model": model, "input": input, "parameters": parameters}))
+            .unwrap()
+    };
+    let media = sdk(
+        "happyhorse-1.0-i2v",
+        json!({"prompt": "p", "media": [{"type": "first_frame", "url": url}]}),
+        json!({"duration": 3}),
+    );
+    let img_url = sdk(
+        "happyhorse-1.1-i2v",
+        json!({"prompt": "p", "img_url": url}),
+        json!({"duration": 3, "prompt_extend": false}),
+    );
+    let first_frame_url = sdk(
+        "happyhorse-1.0-i2v",
+        json!({"prompt": "p", "first_frame_url": url}),
+        json!({"duration": 3}),
+    );
+    assert_eq!(media.request, img_url.request);
+    assert_eq!(media.request, first_frame_url.request);
+    assert_eq!(media.request.model, ModelId::HhI2v);
+    assert_eq!(media.image_fields, ["/input/media/0/url"]);
+    assert_eq!(img_url.image_fields, ["/input/img_url"]);
+    assert_eq!(first_frame_url.image_fields, ["/input/first_frame_url"]);
+    assert_eq!(
+        (img_url.model_name.as_str(), img_url.prompt_extend),
+        ("happyhorse-1.1-i2v", Some(false))
+    );
+    assert_eq!(media.prompt_extend, None);
+
+    let r2v_media = sdk(
+        "happyhorse-1.1-r2v",
+        json!({"prompt": "image 1 and image 2", "media": [
+            {"type": "reference_image", "url": url}, {"type": "reference_image", "url": url}]}),
+        json!({"ratio": "1:1"}),
+    );
+    let r2v_urls = sdk(
+        "happyhorse-1.0-r2v",
+        json!({"prompt": "image 1 and image 2", "reference_urls": [url, url]}),
+        json!({"ratio": "1:1"}),
+    );
+    assert_eq!(r2v_media.request, r2v_urls.request);
+    assert_eq!(r2v_media.request.model, ModelId::HhR2v);
+    assert_eq!(
+        r2v_urls.image_fields,
+        ["/input/reference_urls/0", "/input/reference_urls/1"]
+    );
+    assert_eq!(
+        r2v_media.image_fields,
+        ["/input/media/0/url", "/input/media/1/url"]
+    );
+}
+
+#[test]
+fn an_sdk_null_prompt_is_absent() {
+    let parsed = parse_video_synthesis(&json!({
+        "model": "happyhorse-1.0-i2v",
+        "input": {"prompt": null, "img_url": "https://example.com/a.png", "extend_prompt": true},
+        "parameters": {}
+    }))
+    .unwrap();
+    assert_eq!(parsed.request.prompt, "");
 }

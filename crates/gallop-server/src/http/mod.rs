@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gallop_api::GenerationRequest;
+use gallop_api::{GenerationRequest, ModelId};
 use tower_http::trace::TraceLayer;
 
 use crate::engines::EngineMap;
@@ -76,7 +76,9 @@ pub fn router(state: SharedState) -> Router {
             "/api/v1/services/aigc/video-generation/video-synthesis",
             post(dashscope::create),
         )
+        .route("/api/v1/tasks", get(dashscope::list))
         .route("/api/v1/tasks/{task_id}", get(dashscope::task))
+        .route("/api/v1/tasks/{task_id}/cancel", post(dashscope::cancel))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
@@ -188,11 +190,25 @@ impl AppState {
         request: &GenerationRequest,
         idempotency: Option<Idempotency>,
     ) -> Result<Submitted, StoreError> {
+        let value = serde_json::to_value(request)
+            .map_err(|e| StoreError::Backend(format!("request to JSON: {e}")))?;
+        self.submit_value(account, request.model, value, idempotency)
+            .await
+    }
+
+    /// Queues a validated request already in its stored form (a `GenerationRequest` as JSON,
+    /// possibly with a shape's own extras beside its fields).
+    pub async fn submit_value(
+        &self,
+        account: &str,
+        model: ModelId,
+        request: serde_json::Value,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Submitted, StoreError> {
         let new = NewJob {
             account: account.to_string(),
-            model: request.model.as_str().to_string(),
-            request: serde_json::to_value(request)
-                .map_err(|e| StoreError::Backend(format!("request to JSON: {e}")))?,
+            model: model.as_str().to_string(),
+            request,
             priority: 0,
             max_attempts: None,
             idempotency,

@@ -48,7 +48,26 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "get",
         path: "/api/v1/tasks/{task_id}",
-        summary: "Alibaba Model Studio (DashScope) shape: a task's status and video_url",
+        summary: "Alibaba Model Studio (DashScope) shape: a task's status, times, video_url and \
+                  usage; UNKNOWN for an unknown or expired id",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "post",
+        path: "/api/v1/tasks/{task_id}/cancel",
+        summary: "Alibaba Model Studio (DashScope) shape: cancel a pending (or running) task",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/api/v1/tasks",
+        summary: "Alibaba Model Studio (DashScope) shape: the token's tasks, newest first; \
+                  ?status, model_name, start_time, end_time (YYYYMMDDhhmmss UTC), page_no, \
+                  page_size",
         bearer: true,
         success: ("200", JSON),
         body: None,
@@ -266,12 +285,24 @@ fn components() -> Value {
                         "type": "object",
                         "properties": {
                             "prompt": { "type": "string" },
+                            "negative_prompt": { "type": "string" },
                             "media": { "type": "array", "items": { "type": "object", "properties": {
                                 "type": { "type": "string", "enum": ["first_frame", "reference_image"] },
-                                "url": { "type": "string" } } } }
+                                "url": { "type": "string" } } } },
+                            "img_url": { "type": "string" },
+                            "first_frame_url": { "type": "string" },
+                            "reference_urls": { "type": "array", "items": { "type": "string" } },
+                            "extend_prompt": { "type": "boolean" },
+                            "function": { "type": "string", "enum": ["video-synthesis"] }
                         }
                     },
-                    "parameters": { "type": "object" }
+                    "parameters": { "type": "object", "properties": {
+                        "resolution": { "type": "string", "enum": ["720P", "1080P"] },
+                        "ratio": { "type": "string" },
+                        "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
+                        "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
+                        "watermark": { "type": "boolean" },
+                        "prompt_extend": { "type": "boolean" } } }
                 }
             },
             "ErrorEnvelope": {

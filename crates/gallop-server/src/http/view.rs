@@ -1,6 +1,8 @@
 //! One job row rendered in each API shape: gallop's own job object, Cloudflare's run state, and
 //! DashScope's task. Pure functions of the row (plus the signed URL and queue position).
 
+use gallop_api::ModelId;
+use gallop_engine::render::image_field;
 use serde_json::{Value, json};
 
 use crate::store::{Job, JobStatus, error_code};
@@ -161,6 +163,68 @@ pub fn dashscope_status(status: JobStatus) -> &'static str {
     }
 }
 
+/// Key of a job's stored request under which the DashScope route keeps what only that shape
+/// carries: `model` (as the client spelled it), `prompt_extend` and `image_fields`.
+pub const DASHSCOPE_KEY: &str = "dashscope";
+
+/// The Model Studio id of a job: as its client spelled it, or its model's own HappyHorse id.
+pub fn dashscope_model_name(job: &Job) -> String {
+    match job.request[DASHSCOPE_KEY]["model"].as_str() {
+        Some(name) => name.to_string(),
+        None => ModelId::parse(&job.model)
+            .map_or_else(|| job.model.clone(), |m| m.dashscope_name().to_string()),
+    }
+}
+
+/// Model Studio's failure code for a job's stored error code.
+fn dashscope_failure_code(code: Option<&str>) -> &'static str {
+    match code {
+        Some(error_code::BAD_INPUT) => "InvalidParameter",
+        Some(error_code::TIMEOUT) => "RequestTimeOut",
+        _ => "InternalError",
+    }
+}
+
+/// A failure message with the image fields named as the client sent them (`/input/media/0/url`,
+/// `/input/img_url`) instead of the Cloudflare shape's (`/input/image`, `/input/images/0`).
+fn dashscope_message(job: &Job, message: &str) -> String {
+    let Some(model) = ModelId::parse(&job.model) else {
+        return message.to_string();
+    };
+    let count = job.request["images"].as_array().map_or(0, Vec::len);
+    let stored = job.request[DASHSCOPE_KEY]["image_fields"].as_array();
+    let mut message = message.to_string();
+    // Highest index first, so `/input/images/1` is never read inside `/input/images/10`.
+    for i in (0..count).rev() {
+        let theirs = stored
+            .and_then(|f| f.get(i))
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("/input/media/{i}/url"), str::to_string);
+        message = message.replace(&image_field(model, i), &theirs);
+    }
+    message
+}
+
+/// `usage` of a succeeded task: seconds billed and made, one video, the resolution class and
+/// (r2v) the ratio asked for.
+fn dashscope_usage(job: &Job) -> Value {
+    let duration = job.request.get("duration").cloned().unwrap_or(Value::Null);
+    let sr = match job.request.get("resolution").and_then(Value::as_str) {
+        Some("1080P") => 1080,
+        _ => 720,
+    };
+    let mut usage = json!({
+        "duration": duration,
+        "output_video_duration": duration,
+        "video_count": 1,
+        "SR": sr,
+    });
+    if let Some(ratio) = job.request.get("ratio").filter(|r| r.is_string()) {
+        usage["ratio"] = ratio.clone();
+    }
+    usage
+}
+
 /// DashScope's `GET /api/v1/tasks/{id}` answer.
 pub fn dashscope_task(job: &Job, extras: &JobExtras) -> Value {
     let mut output = json!({
@@ -180,26 +244,59 @@ pub fn dashscope_task(job: &Job, extras: &JobExtras) -> Value {
             output["orig_prompt"] = job.request.get("prompt").cloned().unwrap_or(Value::Null);
         }
         JobStatus::Failed => {
-            output["code"] = json!(job.error_code.as_deref().unwrap_or(error_code::INTERNAL));
-            output["message"] = json!(job.error_message.as_deref().unwrap_or("the job failed"));
+            output["code"] = json!(dashscope_failure_code(job.error_code.as_deref()));
+            let message = job.error_message.as_deref().unwrap_or("the job failed");
+            output["message"] = json!(dashscope_message(job, message));
         }
         JobStatus::Running => {
             output["progress"] = json!({ "step": job.progress_step, "total": job.progress_total });
         }
         _ => {}
     }
+    let mut answer = json!({ "request_id": job.id, "output": output });
+    if job.status == JobStatus::Completed {
+        answer["usage"] = dashscope_usage(job);
+    }
+    answer
+}
+
+/// One entry of DashScope's `GET /api/v1/tasks` list (times in unix milliseconds).
+pub fn dashscope_list_item(job: &Job) -> Value {
     json!({
+        "task_id": job.id,
         "request_id": job.id,
-        "output": output,
-        "usage": if job.status == JobStatus::Completed {
-            json!({
-                "duration": job.request.get("duration").cloned().unwrap_or(Value::Null),
-                "video_count": 1,
-            })
-        } else {
-            Value::Null
-        },
+        "status": dashscope_status(job.status),
+        "model_name": dashscope_model_name(job),
+        "gmt_create": job.created_at_ms,
+        "start_time": job.started_at_ms,
+        "end_time": job.finished_at_ms,
     })
+}
+
+/// `YYYYMMDDhhmmss` (UTC), the list query's time format, to unix milliseconds.
+pub fn parse_compact_time(s: &str) -> Option<i64> {
+    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let part = |from: usize, to: usize| s[from..to].parse::<i64>().ok();
+    let (y, mo, d) = (part(0, 4)?, part(4, 6)?, part(6, 8)?);
+    let (h, mi, sec) = (part(8, 10)?, part(10, 12)?, part(12, 14)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, d as u32);
+    Some(((days * 86_400) + h * 3600 + mi * 60 + sec) * 1000)
+}
+
+/// (year, month, day) to days since 1970-01-01, the inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = y - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// DashScope's time format: `2025-01-08 16:43:36.318` (UTC here).
@@ -318,10 +415,75 @@ mod tests {
     }
 
     #[test]
-    fn dashscope_task_on_failure_has_code_and_message() {
-        let v = dashscope_task(&job(JobStatus::Failed), &extras());
+    fn dashscope_task_on_failure_has_model_studio_code_and_its_field_names() {
+        let mut failed = job(JobStatus::Failed);
+        failed.request = json!({"prompt": "p", "images": ["https://x/a.png"]});
+        failed.error_message = Some("/input/image: https://x/a.png answered 404".into());
+        let v = dashscope_task(&failed, &extras());
         assert_eq!(v["output"]["task_status"], "FAILED");
-        assert_eq!(v["output"]["code"], "bad_input");
+        assert_eq!(v["output"]["code"], "InvalidParameter");
+        assert_eq!(
+            v["output"]["message"],
+            "/input/media/0/url: https://x/a.png answered 404"
+        );
         assert_eq!(v["output"]["scheduled_time"], "1970-01-01 00:00:02.000");
+        assert!(v.get("usage").is_none());
+
+        failed.request[DASHSCOPE_KEY] = json!({"image_fields": ["/input/img_url"]});
+        let v = dashscope_task(&failed, &extras());
+        assert_eq!(
+            v["output"]["message"],
+            "/input/img_url: https://x/a.png answered 404"
+        );
+        failed.error_code = Some(error_code::TIMEOUT.into());
+        assert_eq!(
+            dashscope_task(&failed, &extras())["output"]["code"],
+            "RequestTimeOut"
+        );
+    }
+
+    #[test]
+    fn r2v_image_fields_are_renamed_highest_index_first() {
+        let mut failed = job(JobStatus::Failed);
+        failed.model = "alibaba/hh1.1-r2v".into();
+        let images: Vec<String> = (0..9).map(|i| format!("https://x/{i}.png")).collect();
+        failed.request = json!({"images": images});
+        failed.error_message = Some("/input/images/8 is too small; /input/images/0 too".into());
+        let v = dashscope_task(&failed, &extras());
+        assert_eq!(
+            v["output"]["message"],
+            "/input/media/8/url is too small; /input/media/0/url too"
+        );
+    }
+
+    #[test]
+    fn dashscope_usage_names_duration_resolution_and_ratio() {
+        let mut done = job(JobStatus::Completed);
+        done.request =
+            json!({"prompt": "p", "duration": 3, "resolution": "1080P", "ratio": "9:16"});
+        let v = dashscope_task(&done, &extras());
+        assert_eq!(
+            v["usage"],
+            json!({"duration": 3, "output_video_duration": 3, "video_count": 1, "SR": 1080, "ratio": "9:16"})
+        );
+        assert_eq!(v["output"]["orig_prompt"], "p");
+    }
+
+    #[test]
+    fn compact_times_parse_as_utc() {
+        assert_eq!(parse_compact_time("19700101000000"), Some(0));
+        assert_eq!(
+            parse_compact_time("20250108164336"),
+            Some(1_736_354_616_000)
+        );
+        assert_eq!(parse_compact_time("20000229000000"), Some(951_782_400_000));
+        for bad in [
+            "2025010816433",
+            "2025-01-08 16:4",
+            "20251308164336",
+            "20250108246336",
+        ] {
+            assert_eq!(parse_compact_time(bad), None, "{bad}");
+        }
     }
 }

@@ -155,6 +155,8 @@ async fn openapi_lists_every_route_and_each_is_routed() {
         "POST /client/v4/accounts/{account_id}/ai/run/{model}",
         "POST /api/v1/services/aigc/video-generation/video-synthesis",
         "GET /api/v1/tasks/{task_id}",
+        "POST /api/v1/tasks/{task_id}/cancel",
+        "GET /api/v1/tasks",
         "POST /v1/jobs",
         "GET /v1/jobs",
         "GET /v1/jobs/{id}",

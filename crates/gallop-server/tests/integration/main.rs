@@ -3,6 +3,7 @@
 
 mod http_support;
 
+mod dashscope_sdk;
 mod fetch_guard;
 mod fetch_retry;
 mod http_auth;
