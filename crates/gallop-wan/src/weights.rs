@@ -2,7 +2,9 @@
 //! in `*.safetensors.index.json`, read tensor by tensor (no memory map, so the process holds one
 //! copy of the weights), any float dtype converted to the compute dtype.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
@@ -83,36 +85,241 @@ pub fn read_var_builder(
     dtype: DType,
     device: &Device,
 ) -> anyhow::Result<VarBuilder<'static>> {
-    let mut tensors = std::collections::HashMap::new();
-    for path in weight_files(dir)? {
-        let file = std::sync::Arc::new(
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
-        );
-        for (name, entry) in read_safetensors_header(&file, &path)? {
-            tensors.insert(name, (file.clone(), entry));
+    Ok(ComponentTensors::open(dir)?.into_var_builder(dtype, device))
+}
+
+/// One safetensors file: its tensor table and metadata, tensors read on demand.
+#[derive(Debug)]
+pub struct TensorFile {
+    file: Arc<std::fs::File>,
+    entries: HashMap<String, FileEntry>,
+    metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let (entries, metadata) = read_safetensors_header(&file, path)?;
+        Ok(Self {
+            file: Arc::new(file),
+            entries: entries.into_iter().collect(),
+            metadata,
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.entries.get(name).map(|e| e.shape.clone())
+    }
+
+    /// A tensor converted to `dtype` (on the CPU).
+    pub fn read(&self, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
+        let Some(entry) = self.entries.get(name) else {
+            candle_core::bail!("cannot find tensor {name}");
+        };
+        read_converted(&self.file, entry, dtype, READ_CHUNK_BYTES)
+    }
+
+    /// A `__metadata__` string of the file.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+}
+
+/// The tensors of one component folder (every weight file), read on demand and changed as they
+/// are read: LoRA deltas merged ([`crate::lora::Adapters`], added to the f32 weight before it is
+/// converted to the dtype it is held in) and `Linear` matrices quantized
+/// ([`crate::quant::Quantize`]). Checkpoints in the original Wan layout (single-file
+/// transformers: `diffusion_model.` or bare `blocks.N.self_attn...` keys) and fp8 files with
+/// `scale_weight` tensors are read under the diffusers names.
+pub struct ComponentTensors {
+    tensors: HashMap<String, (Arc<std::fs::File>, FileEntry)>,
+    adapters: crate::lora::Adapters,
+    quantize: Option<crate::quant::Quantize>,
+    /// Weights a `Linear` asked to hold quantized (it asked for their `weight_scale`).
+    quantized: Mutex<std::collections::HashSet<String>>,
+    /// Scales of quantized weights read, until their `weight_scale` is read.
+    scales: Mutex<HashMap<String, Tensor>>,
+}
+
+impl ComponentTensors {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let mut tensors = HashMap::new();
+        for path in weight_files(dir)? {
+            let file = TensorFile::open(&path)?;
+            for (name, entry) in file.entries {
+                tensors.insert(name, (file.file.clone(), entry));
+            }
+        }
+        Ok(Self {
+            tensors: crate::transformer::keys::rename_to_diffusers(tensors),
+            adapters: Default::default(),
+            quantize: None,
+            quantized: Default::default(),
+            scales: Default::default(),
+        })
+    }
+
+    /// The shape of a tensor, by its diffusers name.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|(_, e)| e.shape.clone())
+    }
+
+    /// Merge these LoRAs into the tensors they change, as they are read.
+    pub fn with_adapters(mut self, adapters: crate::lora::Adapters) -> Self {
+        self.adapters = adapters;
+        self
+    }
+
+    /// Hold the matrices each `Linear` reads quantized.
+    pub fn with_quantize(mut self, quantize: Option<crate::quant::Quantize>) -> Self {
+        self.quantize = quantize;
+        self
+    }
+
+    pub fn into_var_builder(self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self), dtype, device.clone())
+    }
+
+    fn read_file(&self, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
+        let Some((file, entry)) = self.tensors.get(name) else {
+            candle_core::bail!("cannot find tensor {name}");
+        };
+        read_converted(file, entry, dtype, READ_CHUNK_BYTES)
+    }
+
+    /// A tensor as held: read in `dtype`, or read in f32, LoRA deltas added, then converted.
+    fn read(&self, name: &str, dtype: DType) -> candle_core::Result<Tensor> {
+        match self.adapters.changes(name) {
+            true => self.read_merged(name)?.to_dtype(dtype),
+            false => self.read_file(name, dtype),
         }
     }
-    Ok(VarBuilder::from_backend(
-        Box::new(FileTensors { tensors }),
-        dtype,
-        device.clone(),
-    ))
+
+    /// A weight in f32 with its LoRA deltas added (a published fp8 weight widened by its scale).
+    fn read_merged(&self, name: &str) -> candle_core::Result<Tensor> {
+        let base = match self.file_scale(name) {
+            Some(scale) => {
+                let q = self.read_file(name, DType::F8E4M3)?;
+                crate::quant::dequantize(&q, &scale)?
+            }
+            None => self.read_file(name, DType::F32)?,
+        };
+        Ok(self.adapters.merge(name, &base)?.unwrap_or(base))
+    }
+
+    /// The `[out]` scale a published fp8 file keeps beside `name`.
+    fn file_scale(&self, name: &str) -> Option<Tensor> {
+        let scale_name = format!("{name}_scale");
+        let shape = self.shape(name)?;
+        let scale = self.read_file(&scale_name, DType::F32).ok()?;
+        scale
+            .flatten_all()
+            .ok()?
+            .broadcast_as(shape[0])
+            .ok()?
+            .contiguous()
+            .ok()
+    }
+
+    /// How the `Linear` weight `name` (`X.weight`) is held quantized, if it is: as the settings
+    /// say, else as the file stores it (fp8 with scales).
+    fn quantized_kind(&self, name: &str) -> Option<crate::quant::Quantize> {
+        if self.shape(name)?.len() != 2 {
+            return None;
+        }
+        let in_file = self.tensors.contains_key(&format!("{name}_scale"));
+        self.quantize
+            .or(in_file.then_some(crate::quant::Quantize::Fp8))
+    }
+
+    /// A quantized weight and its `[out]` scale: a published fp8 weight as it is, else the f32
+    /// weight (LoRA merged) quantized per output channel.
+    fn read_quantized(&self, name: &str) -> candle_core::Result<(Tensor, Tensor)> {
+        let kind = self.quantized_kind(name).expect("registered as quantized");
+        if kind == crate::quant::Quantize::Fp8
+            && !self.adapters.changes(name)
+            && let Some(scale) = self.file_scale(name)
+        {
+            return Ok((self.read_file(name, DType::F8E4M3)?, scale));
+        }
+        crate::quant::quantize(&self.read_merged(name)?, kind)
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for ComponentTensors {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.dims() != s.dims() {
+            candle_core::bail!(
+                "shape mismatch for {name}: expected {:?}, file has {:?}",
+                s.dims(),
+                t.dims()
+            );
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if self.quantized.lock().unwrap().contains(name) {
+            let (q, scale) = self.read_quantized(name)?;
+            self.scales
+                .lock()
+                .unwrap()
+                .insert(format!("{name}_scale"), scale);
+            return q.to_device(dev);
+        }
+        if let Some(weight) = name.strip_suffix("_scale")
+            && self.quantized.lock().unwrap().contains(weight)
+        {
+            let scale = match self.scales.lock().unwrap().remove(name) {
+                Some(scale) => scale,
+                None => self.read_quantized(weight)?.1,
+            };
+            return scale.to_device(dev);
+        }
+        self.read(name, dtype)?.to_device(dev)
+    }
+
+    /// `X.weight_scale` is how a `Linear` asks whether its weight is held quantized; answering
+    /// yes registers the weight to be read quantized.
+    fn contains_tensor(&self, name: &str) -> bool {
+        if let Some(weight) = name.strip_suffix("_scale")
+            && weight.ends_with(".weight")
+            && self.quantized_kind(weight).is_some()
+        {
+            self.quantized.lock().unwrap().insert(weight.to_string());
+            return true;
+        }
+        self.tensors.contains_key(name)
+    }
 }
 
 /// Where one tensor lies in a safetensors file.
-struct FileEntry {
+#[derive(Debug, Clone)]
+pub(crate) struct FileEntry {
     dtype: DType,
     shape: Vec<usize>,
     start: u64,
     len: usize,
 }
 
+type Header = (Vec<(String, FileEntry)>, HashMap<String, String>);
+
 /// The tensor table of a safetensors file: an 8-byte little-endian header length, a JSON header
-/// of `name -> {dtype, shape, data_offsets}`, then the data.
-fn read_safetensors_header(
-    file: &std::fs::File,
-    path: &Path,
-) -> anyhow::Result<Vec<(String, FileEntry)>> {
+/// of `name -> {dtype, shape, data_offsets}` (and `__metadata__` strings), then the data.
+fn read_safetensors_header(file: &std::fs::File, path: &Path) -> anyhow::Result<Header> {
     use std::os::unix::fs::FileExt;
     let mut len = [0u8; 8];
     file.read_exact_at(&mut len, 0)
@@ -129,8 +336,14 @@ fn read_safetensors_header(
         .with_context(|| format!("parsing the safetensors header of {}", path.display()))?;
     let data_start = 8 + header_len;
     let mut entries = Vec::new();
+    let mut metadata = HashMap::new();
     for (name, info) in header {
         if name == "__metadata__" {
+            for (k, v) in info.as_object().into_iter().flatten() {
+                if let Some(v) = v.as_str() {
+                    metadata.insert(k.clone(), v.to_string());
+                }
+            }
             continue;
         }
         let dtype = match info["dtype"].as_str() {
@@ -138,6 +351,7 @@ fn read_safetensors_header(
             Some("F16") => DType::F16,
             Some("BF16") => DType::BF16,
             Some("F64") => DType::F64,
+            Some("F8_E4M3") => DType::F8E4M3,
             Some("I64") => DType::I64,
             Some("U32") => DType::U32,
             Some("U8") => DType::U8,
@@ -165,24 +379,11 @@ fn read_safetensors_header(
             },
         ));
     }
-    Ok(entries)
-}
-
-struct FileTensors {
-    tensors: std::collections::HashMap<String, (std::sync::Arc<std::fs::File>, FileEntry)>,
+    Ok((entries, metadata))
 }
 
 /// Bytes of a file tensor read and converted at a time.
 const READ_CHUNK_BYTES: usize = 64 << 20;
-
-impl FileTensors {
-    fn read(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let Some((file, entry)) = self.tensors.get(name) else {
-            candle_core::bail!("cannot find tensor {name}");
-        };
-        read_converted(file, entry, dtype, READ_CHUNK_BYTES)?.to_device(dev)
-    }
-}
 
 /// A file tensor in `dtype`, read and converted `chunk_bytes` at a time straight into the result:
 /// the process holds the tensor once in `dtype` plus one chunk, never the file's bytes beside it
@@ -212,51 +413,32 @@ fn read_converted(
     out.reshape(entry.shape.as_slice())
 }
 
-impl candle_nn::var_builder::SimpleBackend for FileTensors {
-    fn get(
-        &self,
-        s: candle_core::Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let t = self.read(name, dtype, dev)?;
-        if t.dims() != s.dims() {
-            candle_core::bail!(
-                "shape mismatch for {name}: expected {:?}, file has {:?}",
-                s.dims(),
-                t.dims()
-            );
-        }
-        Ok(t)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.read(name, dtype, dev)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-}
-
 /// A weight source for checking a loader against a checkpoint manifest (tensor name -> shape)
 /// without any weights: every read must name a manifest tensor with the manifest's shape, and
 /// gets zeros as a zero-stride broadcast (no allocation, even at 14B shapes). Afterwards
-/// `unread()` lists manifest tensors the loader never asked for.
+/// `unread()` lists manifest tensors the loader never asked for. Manifests of the original Wan
+/// layout and of fp8 files with scales are read under diffusers names, as files are
+/// ([`ComponentTensors`]); with [`Self::with_quantize`] every `Linear` matrix is held quantized.
 pub struct TrackedWeights {
-    shapes: std::sync::Arc<std::collections::HashMap<String, Vec<usize>>>,
+    shapes: Arc<HashMap<String, Vec<usize>>>,
     /// Each name read, with the dtype the loader asked for it in (the dtype it is held in).
-    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, DType>>>,
+    read: Arc<Mutex<std::collections::BTreeMap<String, DType>>>,
+    quantize: Option<crate::quant::Quantize>,
 }
 
 impl TrackedWeights {
-    pub fn new(shapes: std::collections::HashMap<String, Vec<usize>>) -> Self {
+    pub fn new(shapes: HashMap<String, Vec<usize>>) -> Self {
         Self {
-            shapes: std::sync::Arc::new(shapes),
+            shapes: Arc::new(crate::transformer::keys::rename_to_diffusers(shapes)),
             read: Default::default(),
+            quantize: None,
         }
+    }
+
+    /// Hold every `Linear` matrix quantized, as `--quantize` does.
+    pub fn with_quantize(mut self, quantize: Option<crate::quant::Quantize>) -> Self {
+        self.quantize = quantize;
+        self
     }
 
     /// Read a manifest file `{"config": {...}, "tensors": {name: shape}}`; returns the config too.
@@ -264,7 +446,7 @@ impl TrackedWeights {
         #[derive(serde::Deserialize)]
         struct Manifest {
             config: serde_json::Value,
-            tensors: std::collections::HashMap<String, Vec<usize>>,
+            tensors: HashMap<String, Vec<usize>>,
         }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -278,6 +460,8 @@ impl TrackedWeights {
         let backend = TrackedBackend {
             shapes: self.shapes.clone(),
             read: self.read.clone(),
+            quantize: self.quantize,
+            quantized: Default::default(),
         };
         VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
@@ -288,12 +472,15 @@ impl TrackedWeights {
     }
 
     /// Bytes of the tensors read so far, each in the dtype the loader asked for it in: the
-    /// weights a loaded component holds.
+    /// weights a loaded component holds (a quantized matrix's `[out]` scales included).
     pub fn held_bytes(&self) -> u64 {
         let read = self.read.lock().unwrap();
         read.iter()
             .map(|(name, dtype)| {
-                let elems: usize = self.shapes[name].iter().product();
+                let elems: usize = match self.shapes.get(name) {
+                    Some(shape) => shape.iter().product(),
+                    None => scale_len(&self.shapes, name).unwrap_or(0),
+                };
                 (elems * dtype.size_in_bytes()) as u64
             })
             .sum()
@@ -313,10 +500,19 @@ impl TrackedWeights {
     }
 }
 
+/// The length of the per-channel scale `X.weight_scale` of the matrix `X.weight`.
+fn scale_len(shapes: &HashMap<String, Vec<usize>>, scale: &str) -> Option<usize> {
+    let weight = scale.strip_suffix("_scale")?;
+    shapes.get(weight).and_then(|s| s.first().copied())
+}
+
 struct TrackedBackend {
-    shapes: std::sync::Arc<std::collections::HashMap<String, Vec<usize>>>,
+    shapes: Arc<HashMap<String, Vec<usize>>>,
     /// Each name read, with the dtype the loader asked for it in (the dtype it is held in).
-    read: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, DType>>>,
+    read: Arc<Mutex<std::collections::BTreeMap<String, DType>>>,
+    quantize: Option<crate::quant::Quantize>,
+    /// Matrices held quantized, with how.
+    quantized: Mutex<HashMap<String, crate::quant::Quantize>>,
 }
 
 impl candle_nn::var_builder::SimpleBackend for TrackedBackend {
@@ -345,14 +541,39 @@ impl candle_nn::var_builder::SimpleBackend for TrackedBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<candle_core::Tensor> {
-        let Some(shape) = self.shapes.get(name) else {
-            candle_core::bail!("tensor {name} is not in the manifest");
+        let quantized = self.quantized.lock().unwrap().get(name).copied();
+        let (shape, dtype) = match (self.shapes.get(name), quantized) {
+            (Some(shape), Some(kind)) => (shape.clone(), kind.dtype()),
+            (Some(shape), None) => (shape.clone(), dtype),
+            // A scale made at load for a matrix quantized then.
+            (None, _) => match scale_len(&self.shapes, name) {
+                Some(out) if name.ends_with(".weight_scale") => (vec![out], DType::F32),
+                _ => candle_core::bail!("tensor {name} is not in the manifest"),
+            },
         };
         self.read.lock().unwrap().insert(name.to_string(), dtype);
         candle_core::Tensor::zeros((), dtype, dev)?.broadcast_as(shape.as_slice())
     }
 
+    /// As [`ComponentTensors`] answers it: a `Linear` asking for its `weight_scale` gets one
+    /// when the manifest has it (an fp8 file) or its matrix is to be quantized.
     fn contains_tensor(&self, name: &str) -> bool {
+        if let Some(weight) = name.strip_suffix("_scale")
+            && weight.ends_with(".weight")
+            && self.shapes.get(weight).is_some_and(|s| s.len() == 2)
+        {
+            let kind = match self.shapes.contains_key(name) {
+                true => Some(self.quantize.unwrap_or(crate::quant::Quantize::Fp8)),
+                false => self.quantize,
+            };
+            if let Some(kind) = kind {
+                self.quantized
+                    .lock()
+                    .unwrap()
+                    .insert(weight.to_string(), kind);
+                return true;
+            }
+        }
         self.shapes.contains_key(name)
     }
 }
@@ -370,6 +591,7 @@ mod tests {
         let file = std::fs::File::open(&path).unwrap();
         let (_, entry) = read_safetensors_header(&file, &path)
             .unwrap()
+            .0
             .into_iter()
             .find(|(name, _)| name == "w")
             .unwrap();

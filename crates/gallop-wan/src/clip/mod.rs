@@ -186,7 +186,11 @@ impl ClipVisionEncoder {
 
     pub fn new(config: ClipVisionConfig, vb: VarBuilder) -> anyhow::Result<Self> {
         config.validate()?;
-        let vm = vb.pp("vision_model");
+        // transformers before 5 saved the model under `vision_model.`; 5 saves it bare.
+        let vm = match vb.contains_tensor("vision_model.embeddings.patch_embedding.weight") {
+            true => vb.pp("vision_model"),
+            false => vb,
+        };
         // Everything but the layers' matrices is held in the compute dtype.
         let emb = compute_vb(&vm).pp("embeddings");
         let h = config.hidden_size;

@@ -16,10 +16,12 @@ use anyhow::{Context, ensure};
 use candle_core::{DType, Device, Tensor};
 
 use crate::clip::{ClipImageProcessor, ClipVisionEncoder};
+use crate::lora::LoraSpec;
 use crate::model_dir::{ModelIndex, PipelineClass};
-use crate::scheduler::Scheduler;
+use crate::quant::Quantize;
+use crate::scheduler::{ScheduleSettings, Scheduler};
 use crate::t5::TextEncoder;
-use crate::transformer::{TransformerInputs, WanTransformer};
+use crate::transformer::{TransformerInputs, WanTransformer, WeightChanges};
 use crate::vae::AutoencoderKLWan;
 
 pub use conditioning::image_to_tensor;
@@ -72,6 +74,28 @@ pub struct StepHooks<'a> {
     pub cancel: &'a AtomicBool,
 }
 
+/// How a pipeline differs from its checkpoint as published: LoRAs, quantized matrices, the
+/// scheduler's settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineChanges {
+    /// Merged into `transformer` (for A14B: the high-noise expert).
+    pub loras: Vec<LoraSpec>,
+    /// A14B: merged into `transformer_2`, the low-noise expert.
+    pub loras_2: Vec<LoraSpec>,
+    /// The transformers' and the text encoder's matrices held as int8 / fp8.
+    pub quantize: Option<Quantize>,
+    pub schedule: ScheduleSettings,
+}
+
+impl PipelineChanges {
+    fn transformer(&self, loras: &[LoraSpec]) -> WeightChanges {
+        WeightChanges {
+            loras: loras.to_vec(),
+            quantize: self.quantize,
+        }
+    }
+}
+
 pub struct WanPipeline {
     index: ModelIndex,
     transformer: WanTransformer,
@@ -90,19 +114,48 @@ impl WanPipeline {
     /// weights converted to `dtype` (the VAE's to f32). On the CPU `dtype` is the dtype their
     /// matrices are held in and everything computes in f32 ([`crate::weights::compute_dtype`]).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+        Self::load_with(dir, dtype, &PipelineChanges::default(), device)
+    }
+
+    /// As [`Self::load`], with LoRAs merged into the transformers, matrices quantized and the
+    /// scheduler changed as `changes` says.
+    pub fn load_with(
+        dir: &Path,
+        dtype: DType,
+        changes: &PipelineChanges,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         let index = ModelIndex::read(dir)?;
-        let transformer = WanTransformer::load(&index.component_dir("transformer"), dtype, device)?;
+        ensure!(
+            changes.loras_2.is_empty() || index.has("transformer_2"),
+            "{}: loras_2 (--lora-2) is for two-expert checkpoints (transformer_2), which this is not",
+            dir.display()
+        );
+        let scheduler = Scheduler::from_dir(&index.component_dir("scheduler"))?
+            .with_settings(&changes.schedule)?;
+        let transformer = WanTransformer::load_with(
+            &index.component_dir("transformer"),
+            dtype,
+            &changes.transformer(&changes.loras),
+            device,
+        )?;
         let transformer_2 = match index.has("transformer_2") {
-            true => Some(WanTransformer::load(
+            true => Some(WanTransformer::load_with(
                 &index.component_dir("transformer_2"),
                 dtype,
+                &changes.transformer(&changes.loras_2),
                 device,
             )?),
             false => None,
         };
         let vae = AutoencoderKLWan::load(&index.component_dir("vae"), DType::F32, device)?;
-        let scheduler = Scheduler::from_dir(&index.component_dir("scheduler"))?;
-        let text = TextEncoder::from_model_dir(dir, TEXT_TOKENS, dtype, device)?;
+        let text = TextEncoder::from_model_dir_quantized(
+            dir,
+            TEXT_TOKENS,
+            dtype,
+            changes.quantize,
+            device,
+        )?;
         let image_encoder = match index.has("image_encoder") {
             true => Some((
                 ClipImageProcessor::from_path(&index.component_dir("image_processor"))?,
@@ -173,6 +226,25 @@ impl WanPipeline {
 
     pub fn transformer(&self) -> &WanTransformer {
         &self.transformer
+    }
+
+    /// A14B: the low-noise expert.
+    pub fn transformer_2(&self) -> Option<&WanTransformer> {
+        self.transformer_2.as_ref()
+    }
+
+    /// One line per LoRA merged at load (both experts'), for the startup report.
+    pub fn lora_summaries(&self) -> Vec<String> {
+        let mut lines = self.transformer.lora_summaries().to_vec();
+        if let Some(t2) = &self.transformer_2 {
+            lines.extend(t2.lora_summaries().iter().cloned());
+        }
+        lines
+    }
+
+    /// The scheduler as this pipeline runs it (its settings applied).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     pub fn text_encoder(&self) -> &TextEncoder {

@@ -49,6 +49,8 @@ pub struct FlowMatchEulerScheduler {
     sigmas: Vec<f32>,
     timesteps: Vec<f32>,
     step_index: usize,
+    /// An explicit schedule (unshifted sigmas, one per step) that `set_timesteps` uses.
+    fixed_sigmas: Option<Vec<f64>>,
 }
 
 impl FlowMatchEulerScheduler {
@@ -93,7 +95,27 @@ impl FlowMatchEulerScheduler {
             sigmas: Vec::new(),
             timesteps: Vec::new(),
             step_index: 0,
+            fixed_sigmas: None,
         })
+    }
+
+    /// Another shift than the config's (the training ends are shifted again, as diffusers'
+    /// constructor would with that shift).
+    pub fn set_shift(&mut self, shift: f64) -> anyhow::Result<()> {
+        let fixed = self.fixed_sigmas.take();
+        let config = FlowMatchEulerConfig {
+            shift,
+            ..self.config.clone()
+        };
+        *self = Self::new(config)?;
+        self.fixed_sigmas = fixed;
+        Ok(())
+    }
+
+    /// Run this explicit schedule: unshifted sigmas (`timestep / num_train_timesteps`), one per
+    /// step, as diffusers' `set_timesteps(sigmas=...)` takes them.
+    pub fn fix_sigmas(&mut self, sigmas: Vec<f64>) {
+        self.fixed_sigmas = Some(sigmas);
     }
 
     pub fn config(&self) -> &FlowMatchEulerConfig {
@@ -113,6 +135,23 @@ impl FlowMatchEulerScheduler {
             num_inference_steps > 0,
             "num_inference_steps must be at least 1"
         );
+        if let Some(fixed) = &self.fixed_sigmas {
+            ensure!(
+                fixed.len() == num_inference_steps,
+                "steps ({num_inference_steps}) must equal the number of timesteps given ({})",
+                fixed.len()
+            );
+            // diffusers takes given sigmas as float32 and shifts them in float32.
+            let shift = self.config.shift as f32;
+            let sigmas: Vec<f32> = fixed
+                .iter()
+                .map(|&s| {
+                    let s = s as f32;
+                    shift * s / (1.0 + (shift - 1.0) * s)
+                })
+                .collect();
+            return Ok(self.use_sigmas(sigmas));
+        }
         let train = self.config.num_train_timesteps as f64;
         let sigmas: Vec<f32> = linspace(
             self.sigma_max * train,
@@ -122,11 +161,16 @@ impl FlowMatchEulerScheduler {
         .into_iter()
         .map(|t| shift_sigma(self.config.shift, t / train) as f32)
         .collect();
+        self.use_sigmas(sigmas);
+        Ok(())
+    }
+
+    /// Timesteps `sigma * T` (float32) and the sigmas with a final 0.
+    fn use_sigmas(&mut self, sigmas: Vec<f32>) {
         let train32 = self.config.num_train_timesteps as f32;
         self.timesteps = sigmas.iter().map(|&s| s * train32).collect();
         self.sigmas = sigmas.into_iter().chain([0.0]).collect();
         self.step_index = 0;
-        Ok(())
     }
 
     pub fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> anyhow::Result<Tensor> {

@@ -5,6 +5,7 @@
 
 mod flow_euler;
 mod numpy;
+mod recipe;
 mod unipc;
 mod unipc_coefficients;
 
@@ -14,6 +15,7 @@ use anyhow::{Context, bail};
 use candle_core::Tensor;
 
 pub use flow_euler::{FlowMatchEulerConfig, FlowMatchEulerScheduler};
+pub use recipe::{RECIPES, Recipe, ScheduleSettings, SchedulerKind, check_timesteps};
 pub use unipc::{UniPcConfig, UniPcScheduler};
 
 /// Either scheduler, chosen by the `_class_name` of `scheduler_config.json`.

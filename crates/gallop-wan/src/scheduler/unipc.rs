@@ -145,6 +145,8 @@ pub struct UniPcScheduler {
     lower_order_nums: usize,
     this_order: usize,
     last_sample: Option<Tensor>,
+    /// An explicit schedule (unshifted sigmas, one per step) that `set_timesteps` uses.
+    fixed_sigmas: Option<Vec<f64>>,
 }
 
 impl UniPcScheduler {
@@ -160,7 +162,21 @@ impl UniPcScheduler {
             lower_order_nums: 0,
             this_order: 1,
             last_sample: None,
+            fixed_sigmas: None,
         })
+    }
+
+    /// Another flow shift than the config's.
+    pub fn set_shift(&mut self, shift: f64) -> anyhow::Result<()> {
+        ensure!(shift > 0.0, "shift must be positive, got {shift}");
+        self.config.flow_shift = shift;
+        Ok(())
+    }
+
+    /// Run this explicit schedule: unshifted sigmas (`timestep / num_train_timesteps`), one per
+    /// step, as diffusers' `set_timesteps(sigmas=...)` takes them.
+    pub fn fix_sigmas(&mut self, sigmas: Vec<f64>) {
+        self.fixed_sigmas = Some(sigmas);
     }
 
     pub fn config(&self) -> &UniPcConfig {
@@ -183,8 +199,20 @@ impl UniPcScheduler {
             "num_inference_steps must be at least 1"
         );
         let train = self.config.num_train_timesteps as f64;
-        let mut sigmas: Vec<f64> = linspace(1.0, 1.0 / train, num_inference_steps + 1)
-            [..num_inference_steps]
+        let unshifted = match &self.fixed_sigmas {
+            Some(fixed) => {
+                ensure!(
+                    fixed.len() == num_inference_steps,
+                    "steps ({num_inference_steps}) must equal the number of timesteps given ({})",
+                    fixed.len()
+                );
+                fixed.clone()
+            }
+            None => {
+                linspace(1.0, 1.0 / train, num_inference_steps + 1)[..num_inference_steps].to_vec()
+            }
+        };
+        let mut sigmas: Vec<f64> = unshifted
             .iter()
             .map(|&s| shift_sigma(self.config.flow_shift, s))
             .collect();

@@ -311,8 +311,20 @@ impl T5Encoder {
     /// Build from a `text_encoder/` folder: `config.json` plus safetensors (sharded or not). On
     /// the CPU `dtype` is the dtype the matrices and token table are held in; it computes in f32.
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+        Self::from_dir_quantized(dir, dtype, None, device)
+    }
+
+    /// As [`Self::from_dir`], the layers' matrices held quantized when `quantize` says so.
+    pub fn from_dir_quantized(
+        dir: &Path,
+        dtype: DType,
+        quantize: Option<crate::quant::Quantize>,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         let config: T5Config = crate::weights::read_config(dir)?;
-        let vb = crate::weights::read_var_builder(dir, dtype, device)?;
+        let vb = crate::weights::ComponentTensors::open(dir)?
+            .with_quantize(quantize)
+            .into_var_builder(dtype, device);
         Self::new(config, vb)
             .with_context(|| format!("loading text encoder from {}", dir.display()))
     }

@@ -94,9 +94,25 @@ impl TextEncoder {
         dtype: DType,
         device: &Device,
     ) -> anyhow::Result<Self> {
+        Self::from_model_dir_quantized(model_dir, max_length, dtype, None, device)
+    }
+
+    /// As [`Self::from_model_dir`], the encoder's matrices held quantized when `quantize` says so.
+    pub fn from_model_dir_quantized(
+        model_dir: &Path,
+        max_length: usize,
+        dtype: DType,
+        quantize: Option<crate::quant::Quantize>,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             tokenizer: PromptTokenizer::from_path(&model_dir.join("tokenizer"), max_length)?,
-            encoder: T5Encoder::from_dir(&model_dir.join("text_encoder"), dtype, device)?,
+            encoder: T5Encoder::from_dir_quantized(
+                &model_dir.join("text_encoder"),
+                dtype,
+                quantize,
+                device,
+            )?,
         })
     }
 

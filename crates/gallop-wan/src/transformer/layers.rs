@@ -10,12 +10,18 @@ use candle_nn::VarBuilder;
 /// ([`crate::weights::compute_dtype`]). On the CPU with `--dtype bf16` the weight is held in bf16
 /// and widened to the input's f32 for each call: bf16 -> f32 is exact, so a bf16 checkpoint gives
 /// the same outputs as when held in f32.
+///
+/// A weight the VarBuilder holds quantized (it has a `weight_scale`: `--quantize int8|fp8`, or
+/// a published fp8 file) is kept in its 8-bit type with one f32 scale per output channel and
+/// widened to f32 (`q * scale`) for each call.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// The checkpoint's `[out, in]` weight stored transposed, `[in, out]` contiguous: the matmul
     /// then packs it with straight copies instead of a strided gather on every call, and a
     /// held-narrower weight widens in one straight pass.
     weight_t: Tensor,
+    /// Quantized weights: the `[1, out]` f32 scale of each output channel.
+    scale: Option<Tensor>,
     bias: Option<Tensor>,
 }
 
@@ -36,7 +42,20 @@ impl Linear {
         bias: Option<Tensor>,
         vb: VarBuilder,
     ) -> Result<Self> {
+        // Asking for the scale first is what tells the weight source to hold it quantized.
+        let quantized = vb.contains_tensor("weight_scale");
         let weight = vb.get((out_dim, in_dim), "weight")?;
+        let scale = match quantized {
+            true => Some(
+                // One scale per output channel; a published file's single scale is spread.
+                vb.get_unchecked_dtype("weight_scale", DType::F32)?
+                    .flatten_all()?
+                    .broadcast_as(out_dim)?
+                    .contiguous()?
+                    .reshape((1, out_dim))?,
+            ),
+            false => None,
+        };
         // A weight that is not laid out in memory (the manifest checker's zero-stride stand-ins
         // at 14B shapes) stays a transposed view rather than being materialised.
         let weight_t = if weight.is_contiguous() {
@@ -44,12 +63,28 @@ impl Linear {
         } else {
             weight.t()?
         };
-        Ok(Self { weight_t, bias })
+        Ok(Self {
+            weight_t,
+            scale,
+            bias,
+        })
     }
 
-    /// The dtype the weight is held in.
+    /// The dtype the weight is held in (`u8` for int8).
     pub fn dtype(&self) -> DType {
         self.weight_t.dtype()
+    }
+
+    /// The `[in, out]` weight in `dtype` for one call.
+    fn widened(&self, dtype: DType) -> Result<std::borrow::Cow<'_, Tensor>> {
+        use std::borrow::Cow;
+        Ok(match &self.scale {
+            Some(scale) => {
+                Cow::Owned(crate::quant::dequantize(&self.weight_t, scale)?.to_dtype(dtype)?)
+            }
+            None if self.weight_t.dtype() == dtype => Cow::Borrowed(&self.weight_t),
+            None => Cow::Owned(self.weight_t.to_dtype(dtype)?),
+        })
     }
 }
 
@@ -82,11 +117,7 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let y = if self.weight_t.dtype() == x.dtype() {
-            x2.matmul(&self.weight_t)?
-        } else {
-            x2.matmul(&self.weight_t.to_dtype(x.dtype())?)?
-        };
+        let y = x2.matmul(self.widened(x.dtype())?.as_ref())?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().unwrap() = self.weight_t.dim(1)?;
         finish(y, self.bias.as_ref())?.reshape(out_dims)

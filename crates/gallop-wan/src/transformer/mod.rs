@@ -6,6 +6,7 @@ mod block;
 mod config;
 mod embeddings;
 mod fused;
+pub mod keys;
 mod layers;
 mod model;
 mod rope;
@@ -19,7 +20,7 @@ use candle_core::{DType, Device, Tensor};
 pub use attention::{AttentionTiling, attention};
 pub use config::{TransformerClass, TransformerConfig};
 pub use layers::Linear;
-pub use model::{TransformerInputs, WanTransformer};
+pub use model::{TransformerInputs, WanTransformer, WeightChanges};
 
 /// `gallop debug forward --component transformer`: inputs named as diffusers' forward arguments,
 /// output `sample`. Runs in f32 on the CPU.

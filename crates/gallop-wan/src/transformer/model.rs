@@ -70,6 +70,16 @@ pub struct WanTransformer {
     tiling: AttentionTiling,
     ffn_rows: usize,
     dtype: DType,
+    lora_summaries: Vec<String>,
+}
+
+/// How a transformer's weights change as they load (`--lora`, `--quantize`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WeightChanges {
+    /// Merged in order, each scaled by its strength.
+    pub loras: Vec<crate::lora::LoraSpec>,
+    /// Hold every `Linear` matrix as int8 or fp8 with per-output-channel scales.
+    pub quantize: Option<crate::quant::Quantize>,
 }
 
 impl WanTransformer {
@@ -77,10 +87,37 @@ impl WanTransformer {
     /// weight dtype is converted to `dtype`. On the CPU `dtype` is the dtype the Linear weights are
     /// held in and the model computes in f32 ([`crate::weights::compute_dtype`]).
     pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+        Self::load_with(model_dir, dtype, &WeightChanges::default(), device)
+    }
+
+    /// As [`Self::load`], with LoRAs merged into the weights and the matrices held quantized
+    /// as `changes` says. Every LoRA is checked against the checkpoint's tensors before any
+    /// weight is read.
+    pub fn load_with(
+        model_dir: &Path,
+        dtype: DType,
+        changes: &WeightChanges,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
         let config: TransformerConfig = crate::weights::read_config(model_dir)?;
-        let vb = crate::weights::read_var_builder(model_dir, dtype, device)?;
-        Self::new(config, vb)
-            .with_context(|| format!("loading transformer from {}", model_dir.display()))
+        let tensors = crate::weights::ComponentTensors::open(model_dir)?;
+        let component = format!("transformer in {}", model_dir.display());
+        let adapters =
+            crate::lora::Adapters::resolve(&changes.loras, &component, &|n| tensors.shape(n))?;
+        let lora_summaries = adapters.summaries().to_vec();
+        let vb = tensors
+            .with_adapters(adapters)
+            .with_quantize(changes.quantize)
+            .into_var_builder(dtype, device);
+        let mut model = Self::new(config, vb)
+            .with_context(|| format!("loading transformer from {}", model_dir.display()))?;
+        model.lora_summaries = lora_summaries;
+        Ok(model)
+    }
+
+    /// One line per LoRA merged at load: file, key format, strength, modules touched.
+    pub fn lora_summaries(&self) -> &[String] {
+        &self.lora_summaries
     }
 
     pub fn new(config: TransformerConfig, vb: VarBuilder) -> anyhow::Result<Self> {
@@ -125,6 +162,7 @@ impl WanTransformer {
             tiling: AttentionTiling::default(),
             ffn_rows: DEFAULT_FFN_ROWS,
             dtype: crate::weights::compute_dtype(&vb),
+            lora_summaries: Vec::new(),
             config,
         })
     }

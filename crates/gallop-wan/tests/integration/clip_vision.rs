@@ -111,3 +111,28 @@ fn wrong_pixel_shape_is_refused_naming_the_input() {
     let err = encoder.forward(&pixels).unwrap_err().to_string();
     assert!(err.contains("pixel_values") && err.contains("56"), "{err}");
 }
+
+#[test]
+fn an_image_encoder_saved_without_the_vision_model_prefix_loads_the_same() {
+    // transformers 5 saves CLIPVisionModel's weights bare (`embeddings.patch_embedding.weight`);
+    // the published Wan2.1-I2V checkpoints have `vision_model.` in front.
+    let source = fixture("gelu");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(source.join("config.json"), dir.path().join("config.json")).unwrap();
+    let bare: std::collections::HashMap<String, candle_core::Tensor> =
+        load(source.join("model.safetensors"))
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("vision_model.").to_string(), v))
+            .collect();
+    assert!(bare.keys().all(|k| !k.starts_with("vision_model.")));
+    candle_core::safetensors::save(&bare, dir.path().join("model.safetensors")).unwrap();
+    let pixels = &load(source.join("inputs.safetensors"))["pixel_values"];
+    let expected = &load(source.join("outputs.safetensors"))["image_embeds"];
+    let encoder = ClipVisionEncoder::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    assert_close(
+        "bare keys",
+        &encoder.forward(pixels).unwrap(),
+        expected,
+        1e-4,
+    );
+}

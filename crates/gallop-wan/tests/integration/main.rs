@@ -1,8 +1,11 @@
 //! Every integration test of this crate, in one binary: each test binary links the whole
 //! dependency tree, so a binary per file cost CI gigabytes of disk and minutes of linking.
 
+mod changes_fixtures;
 mod clip_vision;
 mod held_weights;
+mod layout_manifests;
+mod lora_errors;
 mod pipeline_dtype;
 mod pipeline_engine;
 mod pipeline_fixtures;

@@ -14,22 +14,27 @@ fn case_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-struct Case {
-    pipeline: WanPipeline,
-    args: GenerateArgs,
-    expected_frames: Tensor,
-    expected_latents: Tensor,
+pub(crate) struct Case {
+    pub(crate) pipeline: WanPipeline,
+    pub(crate) args: GenerateArgs,
+    pub(crate) expected_frames: Tensor,
+    pub(crate) expected_latents: Tensor,
 }
 
 fn load_case(name: &str) -> Case {
     let dir = case_dir(name);
-    let device = Device::Cpu;
     // VACE cases share one checkpoint in their parent folder.
     let model = match dir.join("model").exists() {
         true => dir.join("model"),
         false => dir.parent().unwrap().join("model"),
     };
-    let pipeline = WanPipeline::load(&model, DType::F32, &device).unwrap();
+    let pipeline = WanPipeline::load(&model, DType::F32, &Device::Cpu).unwrap();
+    load_case_at(&dir, pipeline)
+}
+
+/// A case folder (case.json, inputs, outputs, images) run by `pipeline`.
+pub(crate) fn load_case_at(dir: &Path, pipeline: WanPipeline) -> Case {
+    let device = Device::Cpu;
     let call: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &device).unwrap();
@@ -96,7 +101,11 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 /// Runs a case from the diffusers embeddings and checks latents and frames.
 fn check_case(name: &str) {
-    let case = load_case(name);
+    check_loaded_case(name, &load_case(name));
+}
+
+/// Runs a loaded case and checks latents and frames; returns the frames.
+pub(crate) fn check_loaded_case(name: &str, case: &Case) -> Tensor {
     let cancel = AtomicBool::new(false);
     let mut steps_seen = Vec::new();
     let mut progress = |done: usize, total: usize| steps_seen.push((done, total));
@@ -128,6 +137,7 @@ fn check_case(name: &str) {
         diff < 1e-3,
         "{name}: frames differ from diffusers by {diff} (max abs)"
     );
+    frames
 }
 
 #[test]
