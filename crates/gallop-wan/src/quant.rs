@@ -13,7 +13,8 @@ use std::str::FromStr;
 use candle_core::{DType, Result, Tensor};
 
 /// `--quantize` / `quantize = "..."`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Quantize {
     Int8,
     Fp8,
@@ -46,6 +47,20 @@ impl FromStr for Quantize {
             "fp8" => Ok(Self::Fp8),
             _ => Err(format!("must be int8 or fp8, got {s:?}")),
         }
+    }
+}
+
+impl TryFrom<String> for Quantize {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Quantize> for String {
+    fn from(q: Quantize) -> String {
+        q.to_string()
     }
 }
 

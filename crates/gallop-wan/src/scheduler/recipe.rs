@@ -11,7 +11,8 @@ use super::{
 };
 
 /// `--scheduler`: the flow-matching sampler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum SchedulerKind {
     /// diffusers' `UniPCMultistepScheduler` as Wan ships it (flow prediction, order 2, bh2).
     UniPc,
@@ -28,6 +29,20 @@ impl FromStr for SchedulerKind {
             "euler" => Ok(Self::Euler),
             _ => Err(format!("must be unipc or euler, got {s:?}")),
         }
+    }
+}
+
+impl TryFrom<String> for SchedulerKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<SchedulerKind> for String {
+    fn from(k: SchedulerKind) -> String {
+        k.to_string()
     }
 }
 
