@@ -7,9 +7,11 @@
 
 mod conditioning;
 mod noise;
+mod prompts;
 mod vace;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, ensure};
@@ -85,6 +87,8 @@ pub struct PipelineChanges {
     /// The transformers' and the text encoder's matrices held as int8 / fp8.
     pub quantize: Option<Quantize>,
     pub schedule: ScheduleSettings,
+    /// Drop the text encoder after each encoding (read back for a prompt not in the cache).
+    pub release_text_encoder: bool,
 }
 
 impl PipelineChanges {
@@ -103,7 +107,7 @@ pub struct WanPipeline {
     transformer_2: Option<WanTransformer>,
     vae: AutoencoderKLWan,
     scheduler: Scheduler,
-    text: TextEncoder,
+    text: prompts::Prompts,
     /// Wan2.1-I2V: CLIP vision tokens of the first frame.
     image_encoder: Option<(ClipImageProcessor, ClipVisionEncoder)>,
     device: Device,
@@ -149,11 +153,12 @@ impl WanPipeline {
             false => None,
         };
         let vae = AutoencoderKLWan::load(&index.component_dir("vae"), DType::F32, device)?;
-        let text = TextEncoder::from_model_dir_quantized(
-            dir,
+        let text = prompts::Prompts::load(
+            dir.to_path_buf(),
             TEXT_TOKENS,
             dtype,
             changes.quantize,
+            changes.release_text_encoder,
             device,
         )?;
         let image_encoder = match index.has("image_encoder") {
@@ -247,8 +252,9 @@ impl WanPipeline {
         &self.scheduler
     }
 
-    pub fn text_encoder(&self) -> &TextEncoder {
-        &self.text
+    /// The text encoder, unless it was released after encoding (`release_text_encoder`).
+    pub fn text_encoder(&self) -> Option<Arc<TextEncoder>> {
+        self.text.encoder()
     }
 
     /// Wan2.1-I2V: the CLIP vision encoder.
@@ -262,8 +268,9 @@ impl WanPipeline {
 
     /// A prompt's embeddings `[1, 512, text_dim]` as diffusers' `encode_prompt` makes them
     /// (cleaned, tokenized, encoded, padded rows zero).
+    /// The last 16 prompts' embeddings are kept and served again without encoding.
     pub fn encode_prompt(&self, prompt: &str) -> anyhow::Result<Tensor> {
-        self.text.encode_prompts(&[prompt])
+        self.text.encode(prompt)
     }
 
     /// Wan2.1-I2V: the first frame's CLIP tokens `[1, 257, 1280]` (penultimate hidden states),

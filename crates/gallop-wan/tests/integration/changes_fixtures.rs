@@ -125,6 +125,9 @@ fn pipeline_changes(call: &serde_json::Value) -> PipelineChanges {
                 .as_array()
                 .map(|t| t.iter().map(|v| v.as_f64().unwrap()).collect()),
         },
+        // The quantized runs also release the text encoder after each prompt (read back for
+        // the negative prompt), as a machine short of memory runs them.
+        release_text_encoder: call["quantize"].is_string(),
     }
 }
 
@@ -232,4 +235,35 @@ fn a_comfyui_fp8_scaled_file_loads_as_published_and_matches_its_dequantized_weig
     // The fp8 values are what ran: the unquantized model's output is far from it.
     let (f32_sample, _) = single_file_sample("bare");
     assert!(relative_error(&f32_sample, &expected).unwrap() > 1e-3);
+}
+
+#[test]
+fn a_released_text_encoder_is_read_back_for_new_prompts_and_gives_the_held_encoders_embeddings() {
+    let model = fixtures().join("pipelines/t2v/model");
+    let held = WanPipeline::load(&model, DType::F32, &Device::Cpu).unwrap();
+    let changes = PipelineChanges {
+        release_text_encoder: true,
+        ..Default::default()
+    };
+    let released = WanPipeline::load_with(&model, DType::F32, &changes, &Device::Cpu).unwrap();
+    assert!(released.text_encoder().is_none(), "not held after load");
+    let bits = |t: &Tensor| gallop_wan::testing::f32_bits(t).unwrap();
+    for prompt in ["a white horse", "waves splash", "a white horse"] {
+        let expected = held.encode_prompt(prompt).unwrap();
+        assert_eq!(
+            bits(&released.encode_prompt(prompt).unwrap()),
+            bits(&expected)
+        );
+        assert!(
+            released.text_encoder().is_none(),
+            "released after {prompt:?}"
+        );
+    }
+    // The held pipeline keeps its encoder; a cached prompt gives the same tensor again.
+    assert!(held.text_encoder().is_some());
+    let again = held.encode_prompt("a white horse").unwrap();
+    assert_eq!(
+        bits(&again),
+        bits(&held.encode_prompt("a white horse").unwrap())
+    );
 }
