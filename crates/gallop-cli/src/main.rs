@@ -2,6 +2,7 @@
 
 mod debug;
 mod generate;
+mod keys;
 mod models;
 mod serve;
 mod token;
@@ -29,6 +30,8 @@ enum Command {
     Models(models::Args),
     /// Manage API tokens.
     Token(token::Args),
+    /// Manage accounts' own upstream keys (BYOK).
+    Keys(keys::Args),
     /// Developer tools: run one model component on tensors from a file.
     Debug(debug::Args),
 }
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Token(a) => token::run(a),
+        Command::Keys(a) => keys::run(a),
         Command::Models(a) => models::run(a),
         Command::Debug(a) => debug::run(a),
     };

@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Accounts appear in URL paths and storage keys: keep them to a safe alphabet.
-fn check_account(account: &str) -> anyhow::Result<()> {
+pub(crate) fn check_account(account: &str) -> anyhow::Result<()> {
     let ok = !account.is_empty()
         && account.len() <= 64
         && account

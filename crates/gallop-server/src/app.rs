@@ -12,6 +12,7 @@ use crate::config::{ServerConfig, public_base};
 use crate::fetch::FetchPolicy;
 use crate::http::metrics::Metrics;
 use crate::http::{AppState, SharedState, router};
+use crate::keys::KeyVault;
 use crate::signing::UrlSigner;
 use crate::storage::Storage;
 use crate::store::{JobStore, SqliteStore, StoreConfig};
@@ -99,6 +100,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let signer = UrlSigner::load_or_create(&config.data_dir, &public_url)
         .with_context(|| format!("signing key in {}", config.data_dir.display()))?;
 
+    let vault = Arc::new(KeyVault::load_or_create(&config.data_dir)?);
     let worker = Worker::spawn(
         store.clone(),
         storage.clone(),
@@ -125,6 +127,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         body_limit: config.body_limit,
         url_ttl: config.url_ttl,
         engines: config.engines.clone(),
+        upstreams: config.upstreams.clone(),
+        vault,
         closing: tokio::sync::watch::channel(false).0,
     });
     let observer = tokio::spawn(observe_job_ends(state.clone()));

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engines::EngineMap;
+use crate::upstreams::UpstreamRoutes;
 
 /// Everything `run` needs to start one gallop server.
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct ServerConfig {
     /// Which engine serves each model id (`gallop serve --model-dir` or `--config`); the
     /// default, nothing configured, is the motion preview for every id, which says so.
     pub engines: EngineMap,
+    /// Model ids served by an upstream Model Studio endpoint (`[upstreams.NAME]` and
+    /// `upstream = "NAME"` in the `--config` file); they take precedence over `engines`.
+    pub upstreams: UpstreamRoutes,
 }
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             url_ttl: Duration::from_secs(24 * 3600),
             engines: EngineMap::preview(),
+            upstreams: UpstreamRoutes::default(),
         }
     }
 }

@@ -6,9 +6,11 @@ pub mod config;
 pub mod engines;
 pub mod fetch;
 pub mod http;
+pub mod keys;
 pub mod signing;
 pub mod storage;
 pub mod store;
+pub mod upstreams;
 pub mod worker;
 
 pub use app::{RunningServer, run, start};

@@ -41,33 +41,8 @@ impl UrlSigner {
     /// Loads `data_dir/signing.key`, creating it (32 random bytes, mode 0600) on first use, so
     /// links survive restarts.
     pub fn load_or_create(data_dir: &Path, public_url: &str) -> std::io::Result<UrlSigner> {
-        let path = data_dir.join(KEY_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let key: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: expected {KEY_LEN} bytes, found {}",
-                            path.display(),
-                            bytes.len()
-                        ),
-                    )
-                })?;
-                Ok(UrlSigner::new(key, public_url))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir)?;
-                let mut key = [0u8; KEY_LEN];
-                rand::rng().fill_bytes(&mut key);
-                write_private(&path, &key)?;
-                // Two processes racing: the file that won is the key.
-                let stored = std::fs::read(&path)?;
-                let key: [u8; KEY_LEN] = stored.as_slice().try_into().unwrap_or(key);
-                Ok(UrlSigner::new(key, public_url))
-            }
-            Err(e) => Err(e),
-        }
+        let key = load_or_create_secret(&data_dir.join(KEY_FILE))?;
+        Ok(UrlSigner::new(key, public_url))
     }
 
     /// The absolute signed URL of a job's result, valid for `ttl_secs` from now.
@@ -120,6 +95,34 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Reads the 32-byte secret at `path`, creating it (random, mode 0600) when it does not exist.
+pub(crate) fn load_or_create_secret(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
+    match std::fs::read(path) {
+        Ok(bytes) => bytes.as_slice().try_into().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: expected {KEY_LEN} bytes, found {}",
+                    path.display(),
+                    bytes.len()
+                ),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut key = [0u8; KEY_LEN];
+            rand::rng().fill_bytes(&mut key);
+            write_private(path, &key)?;
+            // Two processes racing: the file that won is the key.
+            let stored = std::fs::read(path)?;
+            Ok(stored.as_slice().try_into().unwrap_or(key))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -145,6 +145,7 @@ async fn submit(
     request: &GenerationRequest,
 ) -> Result<Job, ApiError> {
     state.check_served(request)?;
+    state.check_upstream_key(account, request.model).await?;
     let submitted = state
         .submit(account, request, None)
         .await

@@ -127,7 +127,17 @@ pub async fn create(
     if let Err(e) = state.check_served(&synthesis.request) {
         return Err(DsError::new(DashScopeErrorCode::ModelNotFound, e.message));
     }
-    check_prompt_extend(&synthesis)?;
+    check_prompt_extend(&state, &synthesis)?;
+    if let Err(e) = state
+        .check_upstream_key(&account, synthesis.request.model)
+        .await
+    {
+        let code = match e.status {
+            StatusCode::BAD_REQUEST => DashScopeErrorCode::InvalidApiKey,
+            _ => DashScopeErrorCode::InternalError,
+        };
+        return Err(DsError::new(code, e.message));
+    }
     let submitted = state
         .submit_value(
             &account,
@@ -153,9 +163,11 @@ fn api_error(e: gallop_api::ApiError) -> DsError {
 }
 
 /// gallop's engines take the prompt as written: asking for Model Studio's prompt rewriting is
-/// refused rather than silently not done.
-fn check_prompt_extend(synthesis: &VideoSynthesis) -> Result<(), DsError> {
-    if synthesis.prompt_extend == Some(true) {
+/// refused rather than silently not done, unless the model is routed to Model Studio, which
+/// is given the setting.
+fn check_prompt_extend(state: &SharedState, synthesis: &VideoSynthesis) -> Result<(), DsError> {
+    let upstream = state.upstreams.route_for(synthesis.request.model).is_some();
+    if synthesis.prompt_extend == Some(true) && !upstream {
         return Err(DsError::new(
             DashScopeErrorCode::InvalidParameter,
             format!(

@@ -91,6 +91,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code::NO_SUCH_MODEL, why)
     }
 
+    /// A model routed upstream that neither the account nor the server has a key for (400,
+    /// code 5006): `why` says how to set one.
+    pub fn no_upstream_key(why: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code::BAD_INPUT, why)
+    }
+
     pub fn unauthorized(why: &str) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -52,6 +52,7 @@ pub async fn create(
     };
 
     state.check_served(&request)?;
+    state.check_upstream_key(&account, request.model).await?;
     let idempotency = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {

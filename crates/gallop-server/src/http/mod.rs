@@ -9,6 +9,7 @@ mod dashscope;
 pub mod error;
 mod files;
 mod jobs;
+mod keys;
 pub mod metrics;
 pub mod openapi;
 mod ops;
@@ -24,15 +25,18 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use gallop_api::{GenerationRequest, ModelId};
 use tower_http::trace::TraceLayer;
 
 use crate::engines::EngineMap;
+use crate::keys::KeyVault;
 use crate::signing::UrlSigner;
 use crate::storage::Storage;
 use crate::store::{Idempotency, Job, JobStatus, JobStore, NewJob, StoreError, Submitted};
+use crate::upstreams::{KeyError, UpstreamRoute, UpstreamRoutes, choose_key};
 use error::ApiError;
+use gallop_upstream::KeySource;
 use metrics::Metrics;
 use view::JobExtras;
 
@@ -53,6 +57,10 @@ pub struct AppState {
     /// Which engine serves each model id: `/v1/models` reports it, submits for an id nothing
     /// serves are refused.
     pub engines: EngineMap,
+    /// Model ids served by an upstream Model Studio endpoint instead of `engines`.
+    pub upstreams: UpstreamRoutes,
+    /// Seals accounts' own upstream keys (BYOK) before they reach the store.
+    pub vault: Arc<KeyVault>,
     /// Set when the server shuts down: long waits (sync runs, event streams) end early so the
     /// graceful shutdown is not held up by them.
     pub closing: tokio::sync::watch::Sender<bool>,
@@ -85,6 +93,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/files/{id}", get(files::download))
         .route("/v1/uploads", post(uploads::create))
+        .route("/v1/keys/{provider}", put(keys::put).delete(keys::delete))
         .route("/v1/models", get(ops::models))
         .route("/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
@@ -177,9 +186,49 @@ pub fn store_error(e: StoreError) -> ApiError {
 impl AppState {
     /// Refuses a request for a model nothing serves here, before it is queued.
     pub fn check_served(&self, request: &GenerationRequest) -> Result<(), ApiError> {
+        if self.upstreams.route_for(request.model).is_some() {
+            return Ok(());
+        }
         match self.engines.refusal(request.model) {
             Some(why) => Err(ApiError::model_not_served(&why)),
             None => Ok(()),
+        }
+    }
+
+    /// For a model routed upstream: refuses the request when neither `account` nor the server
+    /// has a key (the message says how to set one), before it is queued. Which key pays is
+    /// decided again when the job runs, and reported then.
+    pub async fn check_upstream_key(
+        self: &Arc<Self>,
+        account: &str,
+        model: ModelId,
+    ) -> Result<(), ApiError> {
+        let Some(route) = self.upstreams.route_for(model) else {
+            return Ok(());
+        };
+        self.key_source(account, route)
+            .await?
+            .map(drop)
+            .map_err(ApiError::no_upstream_key)
+    }
+
+    /// Whose key a job of `account` on `route` would use now, or how to set one when there is
+    /// none.
+    pub async fn key_source(
+        self: &Arc<Self>,
+        account: &str,
+        route: &Arc<UpstreamRoute>,
+    ) -> Result<Result<KeySource, String>, ApiError> {
+        let (state, account, route) = (self.clone(), account.to_string(), route.clone());
+        let chosen = tokio::task::spawn_blocking(move || {
+            choose_key(state.store.as_ref(), &state.vault, &account, &route).map(|(s, _)| s)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        match chosen {
+            Ok(source) => Ok(Ok(source)),
+            Err(KeyError::Missing(why)) => Ok(Err(why)),
+            Err(e) => Err(ApiError::internal(e)),
         }
     }
 

@@ -135,6 +135,23 @@ pub const ROUTES: &[RouteDoc] = &[
         body: None,
     },
     RouteDoc {
+        method: "put",
+        path: "/v1/keys/{provider}",
+        summary: "Store the token's own account's upstream key (BYOK) for provider alibaba: \
+                  {\"api_key\": \"sk-...\"}; sealed at rest, never returned",
+        bearer: true,
+        success: ("200", JSON),
+        body: Some("ProviderKey"),
+    },
+    RouteDoc {
+        method: "delete",
+        path: "/v1/keys/{provider}",
+        summary: "Remove the account's own upstream key; its jobs then use the server's (Unified)",
+        bearer: true,
+        success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
         method: "get",
         path: "/v1/models",
         summary: "Each model id with the engine, checkpoint and compute (device, precision) that \
@@ -304,6 +321,11 @@ fn components() -> Value {
                         "watermark": { "type": "boolean" },
                         "prompt_extend": { "type": "boolean" } } }
                 }
+            },
+            "ProviderKey": {
+                "type": "object",
+                "required": ["api_key"],
+                "properties": { "api_key": { "type": "string", "minLength": 1, "maxLength": 512 } }
             },
             "ErrorEnvelope": {
                 "type": "object",

@@ -7,18 +7,27 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use super::auth::Account;
 use super::error::{ApiError, code};
 use super::{SharedState, openapi, with_store};
+use crate::upstreams::UpstreamRoute;
 
 /// `GET /v1/models`: each id and the engine and checkpoint that serve it. The preview engine
-/// says so; an id nothing serves is listed with `served: false` and why.
-pub async fn models(State(state): State<SharedState>, _: Account) -> Json<Value> {
-    let models: Vec<Value> = state
-        .engines
-        .infos()
-        .into_iter()
-        .map(|(model, info)| match info {
+/// says so; an id routed upstream names the upstream, its model and whose key would pay for
+/// this token's account; an id nothing serves is listed with `served: false` and why.
+pub async fn models(
+    State(state): State<SharedState>,
+    Account(account): Account,
+) -> Result<Json<Value>, ApiError> {
+    let mut models: Vec<Value> = Vec::new();
+    for (model, info) in state.engines.infos() {
+        if let Some(route) = state.upstreams.route_for(model) {
+            models.push(upstream_model(&state, &account, model, route).await?);
+            continue;
+        }
+        models.push(match info {
             Some(info) => json!({
                 "id": model.as_str(),
                 "served": true,
@@ -39,9 +48,40 @@ pub async fn models(State(state): State<SharedState>, _: Account) -> Json<Value>
                 "compute": null,
                 "note": state.engines.refusal(model),
             }),
-        })
-        .collect();
-    Json(json!({ "models": models }))
+        });
+    }
+    Ok(Json(json!({ "models": models })))
+}
+
+/// A `/v1/models` entry for an id routed to Model Studio, with the key source a job of
+/// `account` would use now (null, and how to set one, when there is none).
+async fn upstream_model(
+    state: &SharedState,
+    account: &str,
+    model: gallop_api::ModelId,
+    route: &Arc<UpstreamRoute>,
+) -> Result<Value, ApiError> {
+    let (key_source, note) = match state.key_source(account, route).await? {
+        Ok(source) => (
+            Some(source.as_str()),
+            format!(
+                "the real model on Alibaba Model Studio ({}), paid by the {source} key",
+                route.upstream.base_url()
+            ),
+        ),
+        Err(why) => (None, why),
+    };
+    Ok(json!({
+        "id": model.as_str(),
+        "served": true,
+        "engine": route.describe(),
+        "checkpoint": null,
+        "compute": null,
+        "upstream": route.upstream.name(),
+        "upstream_model": route.model,
+        "keySource": key_source,
+        "note": note,
+    }))
 }
 
 pub async fn openapi(State(state): State<SharedState>) -> Json<Value> {

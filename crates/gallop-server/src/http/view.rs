@@ -100,10 +100,18 @@ fn error_json(job: &Job) -> Value {
     }
 }
 
-/// `gatewayMetadata` of a Cloudflare answer: upstream's field plus which engine served.
+/// `gatewayMetadata` of a Cloudflare answer: upstream's field plus which engine served. A job
+/// routed to Model Studio says whose key paid (`BYOK` or `Unified`); local engines use no key
+/// of the client's, which Cloudflare calls `Unified`.
 pub fn gateway_metadata(job: &Job) -> Value {
+    let key_source = job
+        .engine
+        .as_ref()
+        .and_then(|e| e.get("key_source"))
+        .and_then(Value::as_str)
+        .unwrap_or("Unified");
     json!({
-        "keySource": "Unified",
+        "keySource": key_source,
         "requestId": job.id,
         "engine": job.engine.as_ref().and_then(|e| e.get("engine")).cloned().unwrap_or(Value::Null),
         "seed": job.seed,
@@ -181,6 +189,7 @@ fn dashscope_failure_code(code: Option<&str>) -> &'static str {
     match code {
         Some(error_code::BAD_INPUT) => "InvalidParameter",
         Some(error_code::TIMEOUT) => "RequestTimeOut",
+        Some(error_code::UPSTREAM_KEY) => "InvalidApiKey",
         _ => "InternalError",
     }
 }
@@ -399,6 +408,15 @@ mod tests {
         assert_eq!(done["result"]["video"], "http://h/v1/files/j1?exp=1&sig=ab");
         assert_eq!(done["gatewayMetadata"]["keySource"], "Unified");
         assert_eq!(done["gatewayMetadata"]["engine"], "preview");
+        let mut upstream = job(JobStatus::Completed);
+        upstream.engine = Some(json!({"engine": "upstream alibaba (happyhorse-1.0-i2v)",
+                                      "key_source": "BYOK"}));
+        let done = cloudflare_state(&upstream, &extras());
+        assert_eq!(done["gatewayMetadata"]["keySource"], "BYOK");
+        assert_eq!(
+            done["gatewayMetadata"]["engine"],
+            "upstream alibaba (happyhorse-1.0-i2v)"
+        );
         let failed = cloudflare_state(&job(JobStatus::Failed), &extras());
         assert_eq!(failed["error"]["code"], "bad_input");
         let cancelled = cloudflare_state(&job(JobStatus::Cancelled), &extras());

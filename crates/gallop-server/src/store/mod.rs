@@ -66,6 +66,12 @@ pub mod error_code {
     pub const TIMEOUT: &str = "timeout";
     /// Something unexpected on our side; retried until the last attempt.
     pub const INTERNAL: &str = "internal";
+    /// A model routed upstream had no key, or upstream refused the key: not retried.
+    pub const UPSTREAM_KEY: &str = "upstream_key";
+    /// Upstream stayed unreachable (or kept failing) past the worker's patience.
+    pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
+    /// Upstream failed, refused or lost the task for a reason other than the input.
+    pub const UPSTREAM_FAILED: &str = "upstream_failed";
 }
 
 /// What an inline image uri of an ended job's request becomes.
@@ -304,6 +310,14 @@ pub trait JobStore: Send + Sync {
     fn create_token(&self, account: &str) -> StoreResult<String>;
     fn account_for_token(&self, token: &str) -> StoreResult<Option<String>>;
     fn token_count(&self) -> StoreResult<u64>;
+
+    // ---- accounts' own upstream keys (sealed by `keys::KeyVault`; never in the clear) ----
+
+    /// Stores (or replaces) `account`'s sealed key for `provider`.
+    fn put_provider_key(&self, account: &str, provider: &str, sealed: &[u8]) -> StoreResult<()>;
+    fn provider_key(&self, account: &str, provider: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// True if there was one.
+    fn delete_provider_key(&self, account: &str, provider: &str) -> StoreResult<bool>;
 
     // ---- change notification ----
 

@@ -26,7 +26,8 @@ const JOB_COLUMNS: &str = "id, account, model, request, status, priority, attemp
      error_message, created_ms, started_ms, finished_ms, version, updated_ms";
 
 /// Schema versions in order; `user_version` counts how many were applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -66,7 +67,17 @@ CREATE TABLE tokens (
     account TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE provider_keys (
+    account TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, provider)
+);
+"#,
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -677,6 +688,41 @@ impl JobStore for SqliteStore {
 
     fn token_count(&self) -> StoreResult<u64> {
         self.read(|tx| count(tx, "SELECT COUNT(*) FROM tokens", []))
+    }
+
+    fn put_provider_key(&self, account: &str, provider: &str, sealed: &[u8]) -> StoreResult<()> {
+        self.with_tx(TransactionBehavior::Immediate, |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO provider_keys (account, provider, sealed, updated_ms) \
+                     VALUES (?1, ?2, ?3, {NOW}) ON CONFLICT (account, provider) \
+                     DO UPDATE SET sealed = excluded.sealed, updated_ms = excluded.updated_ms"
+                ),
+                params![account, provider, sealed],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn provider_key(&self, account: &str, provider: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT sealed FROM provider_keys WHERE account = ?1 AND provider = ?2",
+                    params![account, provider],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    fn delete_provider_key(&self, account: &str, provider: &str) -> StoreResult<bool> {
+        self.with_tx(TransactionBehavior::Immediate, |tx| {
+            Ok(tx.execute(
+                "DELETE FROM provider_keys WHERE account = ?1 AND provider = ?2",
+                params![account, provider],
+            )? > 0)
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<String> {

@@ -164,6 +164,8 @@ async fn openapi_lists_every_route_and_each_is_routed() {
         "GET /v1/jobs/{id}/events",
         "GET /v1/files/{id}",
         "POST /v1/uploads",
+        "PUT /v1/keys/{provider}",
+        "DELETE /v1/keys/{provider}",
         "GET /v1/models",
         "GET /openapi.json",
         "GET /healthz",
@@ -183,6 +185,7 @@ async fn openapi_lists_every_route_and_each_is_routed() {
             .replace("{account_id}", "local")
             .replace("{model}", "alibaba/hh1-i2v")
             .replace("{task_id}", "x")
+            .replace("{provider}", "alibaba")
             .replace("{id}", "x");
         let response = client()
             .request(method.parse().unwrap(), server.url(&path))

@@ -15,6 +15,7 @@ mod http_seeds;
 mod signing_urls;
 mod store_objects;
 mod store_sqlite;
+mod upstream_keys;
 mod worker_durability;
 mod worker_retries;
 mod worker_runs;
