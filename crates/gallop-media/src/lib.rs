@@ -9,13 +9,15 @@ mod error;
 mod probe;
 mod resize;
 mod watermark;
+mod yuv;
 
 pub use decode::{DecodeLimits, decode_image};
 pub use encode::Mp4Encoder;
 pub use error::MediaError;
-pub use probe::{DecodedVideo, decode_mp4, psnr, top_level_boxes};
+pub use probe::{DecodedVideo, decode_mp4, psnr, top_level_boxes, worst_block_psnr};
 pub use resize::{fit_and_crop, fit_on_canvas};
 pub use watermark::{DEFAULT_WATERMARK, Watermark};
+pub use yuv::{rgb_to_yuv420, yuv420_to_rgb};
 
 /// Re-exported so callers name the same `image` version as this crate.
 pub use image;

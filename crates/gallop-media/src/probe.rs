@@ -75,11 +75,16 @@ pub fn decode_mp4(bytes: &[u8]) -> Result<DecodedVideo, MediaError> {
     })
 }
 
+/// A decoded picture as RGB, rounded as players convert it (openh264's own converter truncates).
 fn to_rgb(yuv: &DecodedYUV<'_>) -> RgbImage {
     let (width, height) = yuv.dimensions();
-    let mut rgb = vec![0u8; width * height * 3];
-    yuv.write_rgb8(&mut rgb);
-    RgbImage::from_raw(width as u32, height as u32, rgb).expect("buffer sized for the frame")
+    let (y_stride, u_stride, v_stride) = yuv.strides();
+    crate::yuv::yuv_planes_to_rgb(
+        [yuv.y(), yuv.u(), yuv.v()],
+        [y_stride, u_stride, v_stride],
+        width as u32,
+        height as u32,
+    )
 }
 
 /// MP4 samples carry NAL units behind 4-byte big-endian lengths; the decoder wants start codes.
@@ -146,6 +151,51 @@ pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
+/// PSNR in dB of the worst `block` x `block` tile (edge tiles may be smaller): where a whole-frame
+/// PSNR averages a local artefact away (a ghost trail beside a moving edge), this finds it.
+///
+/// # Panics
+/// If the images differ in size or `block` is 0.
+pub fn worst_block_psnr(a: &RgbImage, b: &RgbImage, block: u32) -> f64 {
+    assert_eq!(
+        a.dimensions(),
+        b.dimensions(),
+        "worst_block_psnr needs images of one size"
+    );
+    assert!(block > 0, "worst_block_psnr needs a block of at least 1 px");
+    let (width, height) = a.dimensions();
+    let (columns, rows) = (
+        width.div_ceil(block) as usize,
+        height.div_ceil(block) as usize,
+    );
+    // Squared error and sample count per tile, accumulated row by row.
+    let mut tiles = vec![(0u64, 0u64); columns * rows];
+    let row_len = width as usize * 3;
+    for (y, (ra, rb)) in a
+        .as_raw()
+        .chunks_exact(row_len)
+        .zip(b.as_raw().chunks_exact(row_len))
+        .enumerate()
+    {
+        let tile_row = &mut tiles[(y / block as usize) * columns..][..columns];
+        for (x, (pa, pb)) in ra.chunks_exact(3).zip(rb.chunks_exact(3)).enumerate() {
+            let tile = &mut tile_row[x / block as usize];
+            for (&p, &q) in pa.iter().zip(pb) {
+                let d = p as i64 - q as i64;
+                tile.0 += (d * d) as u64;
+            }
+            tile.1 += 3;
+        }
+    }
+    tiles
+        .iter()
+        .map(|&(squared, samples)| match squared {
+            0 => f64::INFINITY,
+            _ => 10.0 * (255.0f64 * 255.0 * samples as f64 / squared as f64).log10(),
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +223,27 @@ mod tests {
         b.pixels_mut().for_each(|p| p.0 = [110, 110, 110]);
         // MSE 100 -> 10 log10(65025 / 100) = 28.13 dB
         assert!((psnr(&a, &b) - 28.1308).abs() < 1e-3);
+    }
+
+    #[test]
+    fn worst_block_finds_a_local_error_that_the_frame_average_hides() {
+        let a = RgbImage::from_pixel(64, 48, image::Rgb([100, 100, 100]));
+        let mut b = a.clone();
+        assert_eq!(worst_block_psnr(&a, &b, 16), f64::INFINITY);
+        // One 16x16 tile off by 10 everywhere: that tile is at 28.13 dB, the frame far above.
+        for y in 16..32 {
+            for x in 32..48 {
+                b.put_pixel(x, y, image::Rgb([110, 110, 110]));
+            }
+        }
+        assert!((worst_block_psnr(&a, &b, 16) - 28.1308).abs() < 1e-3);
+        assert!(psnr(&a, &b) > 38.0);
+        // A partial edge tile (60 is not a multiple of 16) counts its own pixels only.
+        let c = RgbImage::from_pixel(60, 48, image::Rgb([100, 100, 100]));
+        let mut d = c.clone();
+        d.put_pixel(59, 0, image::Rgb([110, 110, 110]));
+        let expected = 10.0 * (65025.0f64 * (12.0 * 16.0 * 3.0) / 300.0).log10();
+        assert!((worst_block_psnr(&c, &d, 16) - expected).abs() < 1e-9);
     }
 
     #[test]
