@@ -6,6 +6,7 @@
 mod decode;
 mod encode;
 mod error;
+mod interpolate;
 mod probe;
 mod resize;
 mod watermark;
@@ -14,6 +15,7 @@ mod yuv;
 pub use decode::{DecodeLimits, decode_image};
 pub use encode::Mp4Encoder;
 pub use error::MediaError;
+pub use interpolate::{FrameRateConverter, MotionPair, interpolate};
 pub use probe::{DecodedVideo, decode_mp4, psnr, top_level_boxes, worst_block_psnr};
 pub use resize::{fit_and_crop, fit_on_canvas};
 pub use watermark::{DEFAULT_WATERMARK, Watermark};

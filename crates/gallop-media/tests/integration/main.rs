@@ -4,6 +4,7 @@
 mod common;
 
 mod decode_image;
+mod interpolate;
 mod mp4_roundtrip;
 mod resize;
 mod watermark;
