@@ -113,6 +113,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 ..FetchPolicy::default()
             },
             result_ttl: config.url_ttl,
+            upload_ttl: config.upload_ttl,
             ..WorkerConfig::default()
         },
     );
@@ -126,6 +127,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         sync_wait: config.sync_wait,
         body_limit: config.body_limit,
         url_ttl: config.url_ttl,
+        upload_ttl: config.upload_ttl,
         engines: config.engines.clone(),
         upstreams: config.upstreams.clone(),
         vault,

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How long a signed result URL stays valid.
     pub url_ttl: Duration,
+    /// How long an uploaded image serves the account's jobs, counted from its upload.
+    pub upload_ttl: Duration,
     /// Which engine serves each model id (`gallop serve --model-dir` or `--config`); the
     /// default, nothing configured, is the motion preview for every id, which says so.
     pub engines: EngineMap,
@@ -40,6 +42,8 @@ pub struct ServerConfig {
     pub upstreams: UpstreamRoutes,
 }
 
+/// Uploads live a day, as upstream's task ids and video URLs do.
+pub const DEFAULT_UPLOAD_TTL_SECS: u64 = 24 * 3600;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// Room for a few base64 data: uris of up to 20 MB images each, and no more.
 pub const DEFAULT_BODY_LIMIT: usize = 30 * 1024 * 1024;
@@ -57,6 +61,7 @@ impl Default for ServerConfig {
             queue_limit: 100,
             body_limit: DEFAULT_BODY_LIMIT,
             url_ttl: Duration::from_secs(24 * 3600),
+            upload_ttl: Duration::from_secs(DEFAULT_UPLOAD_TTL_SECS),
             engines: EngineMap::preview(),
             upstreams: UpstreamRoutes::default(),
         }

@@ -5,7 +5,8 @@
 //! - `results/{job}/attempt-{n}.mp4`: written by attempt n BEFORE the job row points at it, so
 //!   the upload of a worker that died is never served;
 //! - `uploads/{account}/{id}`: images uploaded through `POST /v1/uploads`, referenced as
-//!   `gallop://uploads/{id}`; deleted when a job that used them ends, or by the sweeper when old.
+//!   `gallop://uploads/{id}` by any number of the account's jobs; the sweeper deletes them when
+//!   they are older than the upload lifetime.
 
 use std::ops::Range;
 use std::path::Path as FsPath;

@@ -38,7 +38,8 @@ pub struct WorkerConfig {
     pub render: RenderOptions,
     /// Results are deleted this long after their job finished (the signed URL's lifetime).
     pub result_ttl: Duration,
-    /// Uploads no job used are deleted after this long.
+    /// Uploads are deleted this long after they were uploaded; until then they serve any
+    /// number of their account's jobs.
     pub upload_ttl: Duration,
     pub sweep_interval: Duration,
     /// Names this process in lease rows; slots append `-N`.
@@ -61,7 +62,7 @@ impl Default for WorkerConfig {
             fetch: FetchPolicy::default(),
             render: RenderOptions::default(),
             result_ttl: Duration::from_secs(crate::signing::DEFAULT_URL_TTL_SECS),
-            upload_ttl: Duration::from_secs(24 * 3600),
+            upload_ttl: Duration::from_secs(crate::config::DEFAULT_UPLOAD_TTL_SECS),
             sweep_interval: Duration::from_secs(60),
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
             exclusive_lock: None,
@@ -211,8 +212,8 @@ async fn slot_loop(shared: Arc<Shared>, worker_id: String, mut stop: watch::Rece
 }
 
 /// Any job write (a submit among them) wakes idle slots; a write that ended a job (here or
-/// through a cancel of a queued job) deletes its uploaded inputs and the inline (`data:`) ones
-/// in its row. Uploads an overflowed channel made us miss are left to the upload sweeper.
+/// through a cancel of a queued job) forgets the inline (`data:`) inputs in its row. Uploaded
+/// inputs stay: an upload serves any number of jobs until the sweeper deletes it at its expiry.
 async fn wake_on_events(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     use tokio::sync::broadcast::error::RecvError;
     let mut events = shared.store.subscribe();
@@ -233,7 +234,6 @@ async fn wake_on_events(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if let Ok(Ok(Some(job))) = tokio::task::spawn_blocking(move || store.get(&id)).await
             && job.status.is_terminal()
         {
-            delete_uploads(&shared.storage, &job.account, &job.request).await;
             // Changes the row only once (the next event finds nothing inline), so no loop.
             let store = shared.store.clone();
             match tokio::task::spawn_blocking(move || store.forget_inputs(&job.id)).await {
@@ -363,7 +363,9 @@ async fn attempt(
             Some(id) => match shared.storage.read_upload(account, id).await {
                 Ok(b) => Ok(b),
                 Err(StorageError::NotFound(_) | StorageError::Invalid(_)) => Err(format!(
-                    "{field}: upload {id} not found (uploads are kept until a job using them ends)"
+                    "{field}: upload {id} not found (an upload is kept for {} h after it was uploaded, \
+                     and only its own account can use it)",
+                    shared.config.upload_ttl.as_secs() / 3600
                 )),
                 Err(e) => return retryable(format!("reading upload {id}: {e}")),
             },
@@ -530,19 +532,6 @@ fn retryable(message: String) -> Ending {
         code: error_code::INTERNAL.to_string(),
         message,
     })
-}
-
-async fn delete_uploads(storage: &Storage, account: &str, request: &serde_json::Value) {
-    let Ok(request) = serde_json::from_value::<GenerationRequest>(request.clone()) else {
-        return;
-    };
-    for uri in &request.images {
-        if let Some(id) = upload_id_of_uri(uri)
-            && let Err(e) = storage.delete_upload(account, id).await
-        {
-            tracing::warn!("deleting upload {id}: {e}");
-        }
-    }
 }
 
 /// A progress write of 0/0 that only renews the lease.

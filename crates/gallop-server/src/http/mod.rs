@@ -17,6 +17,7 @@ mod path;
 pub mod range;
 mod uploads;
 pub mod view;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Lifetime of a result link, counted from the job's end.
     pub url_ttl: Duration,
+    /// Lifetime of an upload, counted from its upload (the upload answer states it).
+    pub upload_ttl: Duration,
     /// Which engine serves each model id: `/v1/models` reports it, submits for an id nothing
     /// serves are refused.
     pub engines: EngineMap,
@@ -72,6 +75,9 @@ pub type SharedState = Arc<AppState>;
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/app.css", get(web::style))
         .route(
             "/client/v4/accounts/{account_id}/ai/run",
             post(cloudflare::run),
@@ -94,6 +100,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/files/{id}", get(files::download))
         .route("/v1/uploads", post(uploads::create))
         .route("/v1/keys/{provider}", put(keys::put).delete(keys::delete))
+        .route("/v1/uploads/{id}", get(uploads::read))
         .route("/v1/models", get(ops::models))
         .route("/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))

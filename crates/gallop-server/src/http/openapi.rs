@@ -19,6 +19,30 @@ const JSON: &str = "application/json";
 
 pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
+        method: "get",
+        path: "/",
+        summary: "The web page: sign in with a token, make videos, follow them, see the history",
+        bearer: false,
+        success: ("200", "text/html"),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/app.js",
+        summary: "The web page's script",
+        bearer: false,
+        success: ("200", "text/javascript"),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/app.css",
+        summary: "The web page's style sheet",
+        bearer: false,
+        success: ("200", "text/css"),
+        body: None,
+    },
+    RouteDoc {
         method: "post",
         path: "/client/v4/accounts/{account_id}/ai/run",
         summary: "Cloudflare shape: run a model (waits for the video by default), queue it with \
@@ -128,8 +152,10 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "post",
         path: "/v1/uploads",
-        summary: "Upload an input image (raw image body, or multipart with one file part); \
-                  answers an id and the uri gallop://uploads/{id} to use as an image uri",
+        summary: "Upload an input image (raw image body, or multipart with one file part), \
+                  checked against a job image's rules (400 naming the rule); answers the uri \
+                  gallop://uploads/{id}, which any number of the account's jobs may use until \
+                  expires_at (24 h after the upload by default), and the models it fits",
         bearer: true,
         success: ("201", JSON),
         body: None,
@@ -149,6 +175,14 @@ pub const ROUTES: &[RouteDoc] = &[
         summary: "Remove the account's own upstream key; its jobs then use the server's (Unified)",
         bearer: true,
         success: ("200", JSON),
+        body: None,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/v1/uploads/{id}",
+        summary: "An uploaded image of the token's account, as uploaded",
+        bearer: true,
+        success: ("200", "image/*"),
         body: None,
     },
     RouteDoc {

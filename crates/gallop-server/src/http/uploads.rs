@@ -1,19 +1,21 @@
 //! `POST /v1/uploads`: an input image sent as the raw body or as one multipart file part,
-//! answered with an id usable as the image uri `gallop://uploads/{id}` by the same account.
+//! checked against the rules of a job's image and answered with the uri
+//! `gallop://uploads/{id}`, which any number of the same account's jobs may use until it expires.
+//! `GET /v1/uploads/{id}`: the image back (the web page shows inputs with it).
 
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use gallop_api::ModelId;
+use gallop_media::{DecodeLimits, MediaError, decode_image};
 use serde_json::json;
 
-use super::SharedState;
 use super::auth::Account;
 use super::error::ApiError;
-use crate::storage::UPLOAD_URI_PREFIX;
-
-/// Upstream's limit for one input image.
-pub const MAX_UPLOAD_BYTES: usize = 20 * 1024 * 1024;
+use super::path::PathParams;
+use super::{SharedState, now_ms};
+use crate::storage::{StorageError, UPLOAD_URI_PREFIX};
 
 pub async fn create(
     State(state): State<SharedState>,
@@ -39,43 +41,100 @@ pub async fn create(
             "the upload is empty; send the image bytes",
         ));
     }
-    if bytes.len() > MAX_UPLOAD_BYTES {
-        let mut e = ApiError::too_large(MAX_UPLOAD_BYTES);
-        e.message = format!(
-            "Request too large: an image may be at most {MAX_UPLOAD_BYTES} bytes, got {}",
-            bytes.len()
-        );
-        return Err(e);
-    }
-    let format = match image::guess_format(&bytes) {
-        Ok(
-            f @ (image::ImageFormat::Jpeg
-            | image::ImageFormat::Png
-            | image::ImageFormat::WebP
-            | image::ImageFormat::Bmp),
-        ) => f,
-        _ => {
-            return Err(ApiError::bad_input(
-                "the upload must be a JPEG, PNG, WebP or BMP image",
-            ));
-        }
-    };
-    let size = bytes.len();
+    let checked = check_image(bytes).await?;
+    let size = checked.bytes.len();
     let id = state
         .storage
-        .put_upload(&account, bytes)
+        .put_upload(&account, checked.bytes)
         .await
         .map_err(ApiError::internal)?;
+    let ttl = state.upload_ttl.as_secs();
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "id": id,
             "uri": format!("{UPLOAD_URI_PREFIX}{id}"),
             "bytes": size,
-            "format": format.extensions_str().first().copied().unwrap_or(""),
+            "format": checked.format,
+            "width": checked.width,
+            "height": checked.height,
+            "models": checked.models,
+            "expires_at": now_ms() / 1000 + ttl as i64,
+            "expires_in_seconds": ttl,
         })),
     )
         .into_response())
+}
+
+/// `GET /v1/uploads/{id}`: the account's own upload (another account's does not exist).
+pub async fn read(
+    State(state): State<SharedState>,
+    Account(account): Account,
+    PathParams(id): PathParams<String>,
+) -> Result<Response, ApiError> {
+    let bytes = state
+        .storage
+        .read_upload(&account, &id)
+        .await
+        .map_err(|e| match e {
+            StorageError::NotFound(_) | StorageError::Invalid(_) => {
+                ApiError::not_found(&format!("upload {id:?}"))
+            }
+            other => ApiError::internal(other),
+        })?;
+    let mime = image::guess_format(&bytes)
+        .map(|f| f.to_mime_type())
+        .unwrap_or("application/octet-stream");
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    Ok(response)
+}
+
+/// An upload that passed a job image's checks.
+struct CheckedImage {
+    bytes: Vec<u8>,
+    format: &'static str,
+    width: u32,
+    height: u32,
+    /// The models whose image rules it meets (r2v asks a longer short side than i2v).
+    models: Vec<&'static str>,
+}
+
+/// Decodes the image with i2v's rules (size, format, sides, aspect; r2v's differ only in the
+/// short side), so a file no job could use is refused now, not when a job runs.
+async fn check_image(bytes: Vec<u8>) -> Result<CheckedImage, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let image = decode_image(&bytes, &DecodeLimits::i2v()).map_err(refusal)?;
+        let (width, height) = image.dimensions();
+        let mut models = vec![ModelId::HhI2v.as_str()];
+        if width.min(height) >= DecodeLimits::r2v().min_short_side {
+            models.push(ModelId::HhR2v.as_str());
+        }
+        let format = image::guess_format(&bytes)
+            .ok()
+            .and_then(|f| f.extensions_str().first().copied())
+            .unwrap_or("");
+        Ok(CheckedImage {
+            bytes,
+            format,
+            width,
+            height,
+            models,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// 400 naming the rule the image broke (`upload: image is 200x200 px; each side must be at
+/// least 300 px`).
+fn refusal(e: MediaError) -> ApiError {
+    ApiError::bad_input(format!("upload: {e}"))
 }
 
 /// The bytes of the first part that carries a file name (or the first part at all).

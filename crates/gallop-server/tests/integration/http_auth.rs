@@ -25,6 +25,7 @@ async fn auth_matrix() {
         ("GET", "/v1/jobs".to_string()),
         ("GET", "/v1/models".to_string()),
         ("POST", "/v1/uploads".to_string()),
+        ("GET", "/v1/uploads/x".to_string()),
     ];
     for (method, path) in &routes {
         for auth in [

@@ -363,17 +363,15 @@ async fn uploads_raw_and_multipart_serve_as_image_uris() {
         .unwrap();
     let (status, _, err) = read(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(http_support::assert_envelope(&err, 5006).contains("JPEG, PNG, WebP or BMP"));
+    assert!(http_support::assert_envelope(&err, 5006).contains("only JPEG, PNG, WebP and BMP"));
 
     // The upload is an image uri for a job of the same account.
     let (status, _, answer) = server.post(&server.run_path(), &quick_i2v(&uri)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["state"], "Completed", "{answer}");
-    // Inputs are deleted when their job ends: the used upload is gone, with a clear reason.
+    // An upload is reusable: a second job from the same upload completes too.
     let (_, _, answer) = server.post(&server.run_path(), &quick_i2v(&uri)).await;
-    assert_eq!(answer["state"], "Failed", "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("not found"), "{message}");
+    assert_eq!(answer["state"], "Completed", "{answer}");
 
     let response = server
         .client

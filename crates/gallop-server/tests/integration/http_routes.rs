@@ -151,6 +151,9 @@ async fn openapi_lists_every_route_and_each_is_routed() {
         }
     }
     let expected: BTreeSet<String> = [
+        "GET /",
+        "GET /app.js",
+        "GET /app.css",
         "POST /client/v4/accounts/{account_id}/ai/run",
         "POST /client/v4/accounts/{account_id}/ai/run/{model}",
         "POST /api/v1/services/aigc/video-generation/video-synthesis",
@@ -166,6 +169,7 @@ async fn openapi_lists_every_route_and_each_is_routed() {
         "POST /v1/uploads",
         "PUT /v1/keys/{provider}",
         "DELETE /v1/keys/{provider}",
+        "GET /v1/uploads/{id}",
         "GET /v1/models",
         "GET /openapi.json",
         "GET /healthz",
