@@ -39,6 +39,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     gallop_wan::memory::reuse_freed_memory();
     let cli = Cli::parse();
+    // The service logs its work; the one-shot commands print their own lines and log only
+    // warnings unless RUST_LOG asks for more.
+    init_logging(match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    });
     let result = match cli.command {
         Command::Serve(a) => serve::run(a),
         Command::Generate(a) => generate::run(a),
@@ -54,4 +60,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (else `default`), with colour only on a terminal so a
+/// log redirected to a file holds no escape codes.
+fn init_logging(default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }

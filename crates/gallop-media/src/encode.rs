@@ -82,8 +82,9 @@ impl Mp4Encoder {
             .intra_frame_period(IntraFramePeriod::from_num_frames(fps * KEYFRAME_SECONDS))
             // openh264's RGB->YUV is BT.601 limited range; say so, or players shift the colours.
             .vui(VuiConfig::bt601());
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
+        let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| MediaError::Encoder(e.to_string()))?;
+        crate::trace::route_encoder_messages(&mut encoder);
         let muxer = MuxerBuilder::new(Vec::new())
             .video(VideoCodec::H264, width, height, fps as f64)
             .with_fast_start(true)

@@ -9,6 +9,7 @@ mod error;
 mod interpolate;
 mod probe;
 mod resize;
+mod trace;
 mod watermark;
 mod yuv;
 
