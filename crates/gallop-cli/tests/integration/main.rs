@@ -11,4 +11,6 @@ mod pipeline_generate_a14b;
 mod pipeline_models_pull;
 mod pipeline_serve;
 mod pipeline_serve_config;
+mod quiet_output;
+mod readme_session;
 mod serve;
