@@ -142,14 +142,17 @@ impl Browser {
         element.send_keys(text).await.unwrap();
     }
 
+    /// The rendered text of the first element `css` matches, read in one script so a list the
+    /// page re-renders meanwhile cannot leave a stale element behind.
     async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.innerText : null",
+            json!(css)
+        );
+        match self.js(&script).await {
+            Value::String(text) => text,
+            other => panic!("{css}: no such element ({other})"),
+        }
     }
 
     /// The browser's console and network log since the last call (chromedriver's log endpoint).
