@@ -435,7 +435,9 @@ async fn the_web_page_makes_videos_in_chromium() {
         .until(
             "the r2v result",
             Duration::from_secs(240),
-            "return !document.getElementById('result').hidden",
+            // The i2v result stays up until the new job is accepted: wait for the r2v one.
+            "return !document.getElementById('result').hidden && \
+             document.getElementById('params').innerText.includes('alibaba/hh1.1-r2v')",
         )
         .await;
     assert_video_plays(&browser, "#result-video").await;
