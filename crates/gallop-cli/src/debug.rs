@@ -41,7 +41,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             model_dir,
             inputs,
             output,
-        } => gallop_wan::debug::forward(&component, &model_dir, &inputs, &output),
+        } => Ok(gallop_wan::debug::forward(
+            &component, &model_dir, &inputs, &output,
+        )?),
         DebugCommand::Frames { video, out, every } => write_frames(&video, &out, every as usize),
     }
 }

@@ -4,17 +4,19 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use gallop_api::{GenerationRequest, ModelId, UriPolicy, parse_input_with};
-use gallop_engine::render::{RenderHooks, RenderOptions, decode_request_images, image_field};
-use gallop_engine::{Engine, EngineInfo, PreviewEngine, Progress, render_video};
+use gallop_engine::render::{RenderOptions, decode_request_images, image_field};
+use gallop_engine::{Engine, EngineInfo, Progress, RunContext, render_video};
+use gallop_wan::{WanDebug, WanSettings};
 use image::RgbImage;
 use serde_json::{Map, Value};
 
 /// Upstream's input limit, for local files as for fetched ones.
-const MAX_IMAGE_BYTES: u64 = gallop_server::fetch::MAX_IMAGE_BYTES as u64;
+const MAX_IMAGE_BYTES: u64 = gallop_fetch::MAX_IMAGE_BYTES as u64;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -53,55 +55,21 @@ pub struct Args {
     /// Where to write the MP4.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// A Wan checkpoint in the diffusers layout; without it the motion preview runs.
-    #[arg(long)]
-    model_dir: Option<PathBuf>,
     /// Debug: also write every encoded frame (watermark drawn) as DIR/frame_NNNNN.png; with
     /// --model-dir and a path ending in .safetensors, the decoded frames before watermark and
     /// encoding as tensor `frames`, f32 [F, H, W, 3] in [0, 1].
     #[arg(long, hide = true)]
     dump_frames: Option<PathBuf>,
-    /// Debug (--model-dir): denoising steps instead of the checkpoint family's default.
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Debug (--model-dir): classifier-free guidance scale (1 turns guidance off).
-    #[arg(long)]
-    guidance: Option<f64>,
-    /// Debug (--model-dir), two-expert (A14B) checkpoints only: the low-noise expert's guidance
-    /// scale (default: --guidance if given, else the family's recipe, 3.5).
-    #[arg(long)]
-    guidance_2: Option<f64>,
-    /// Debug (--model-dir), VACE checkpoints: the weight of the reference hints (default 1.0).
-    #[arg(long)]
-    conditioning_scale: Option<f64>,
-    /// Debug (--model-dir): generate and output exactly this width (with --height); the public
-    /// minimum image size does not apply then.
-    #[arg(long, requires = "height")]
-    width: Option<u32>,
-    /// Debug (--model-dir): exact height (with --width).
-    #[arg(long, requires = "width")]
-    height: Option<u32>,
-    /// Debug (--model-dir): generate and output exactly this many frames (4n + 1).
-    #[arg(long)]
-    num_frames: Option<u32>,
-    /// Debug (--model-dir): initial noise from this safetensors file (tensor `latents`, the
-    /// shape diffusers' prepare_latents makes).
-    #[arg(long)]
-    init_noise: Option<PathBuf>,
-    /// With --model-dir: cpu, cuda (GPU 0) or cuda:N; CUDA needs a build with `--features cuda`.
-    #[arg(long, requires = "model_dir", default_value = "cpu")]
-    device: gallop_wan::engine::ComputeDevice,
-    /// With --model-dir: the transformer's and encoders' float type, f32, bf16 or f16 (on the
-    /// CPU bf16/f16 is the dtype their weight matrices are held in, half the memory; they compute
-    /// in f32).
-    #[arg(long, requires = "model_dir", default_value = "f32")]
-    dtype: gallop_wan::engine::ComputeDtype,
+    #[command(flatten)]
+    wan: WanSettings,
+    #[command(flatten)]
+    debug: WanDebug,
 }
 
 impl Args {
     /// `--dump-frames` names a tensor file for the Wan engine rather than a PNG folder.
     fn dumps_tensor(&self) -> bool {
-        self.model_dir.is_some()
+        self.wan.model_dir.is_some()
             && self
                 .dump_frames
                 .as_ref()
@@ -109,24 +77,13 @@ impl Args {
     }
 
     /// The debug overrides, for the Wan engine.
-    fn wan_settings(&self) -> gallop_wan::WanSettings {
-        gallop_wan::WanSettings {
-            steps: self.steps,
-            guidance: self.guidance,
-            guidance_2: self.guidance_2,
-            size: self
-                .width
-                .zip(self.height)
-                .map(|(w, h)| (w as usize, h as usize)),
-            num_frames: self.num_frames.map(|n| n as usize),
-            init_noise: self.init_noise.clone(),
+    fn wan_debug(&self) -> WanDebug {
+        WanDebug {
             dump_frames: self
                 .dumps_tensor()
                 .then(|| self.dump_frames.clone())
                 .flatten(),
-            conditioning_scale: self.conditioning_scale,
-            device: self.device,
-            dtype: self.dtype,
+            ..self.debug.clone()
         }
     }
 
@@ -136,15 +93,15 @@ impl Args {
         request: &GenerationRequest,
         images: &[RgbImage],
     ) -> Option<gallop_api::Geometry> {
-        if self.width.is_none() && self.num_frames.is_none() {
+        if self.debug.size().is_none() && self.debug.num_frames.is_none() {
             return None;
         }
         let mut geometry = request.geometry(images.first().map(|i| i.dimensions()));
-        if let Some((w, h)) = self.width.zip(self.height) {
+        if let Some((w, h)) = self.debug.width.zip(self.debug.height) {
             geometry.width = w;
             geometry.height = h;
         }
-        if let Some(n) = self.num_frames {
+        if let Some(n) = self.debug.num_frames {
             geometry.frames = n;
         }
         Some(geometry)
@@ -163,23 +120,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let input = build_input(model, &args)?;
     let request = parse_input_with(model, &input, UriPolicy::AllowFiles)
         .map_err(|e| anyhow::anyhow!("Bad input: {e}"))?;
-    if args.model_dir.is_none()
-        && (args.steps.is_some()
-            || args.guidance.is_some()
-            || args.guidance_2.is_some()
-            || args.conditioning_scale.is_some()
-            || args.width.is_some()
-            || args.num_frames.is_some()
-            || args.init_noise.is_some())
-    {
-        bail!(
-            "--steps, --guidance, --guidance-2, --conditioning-scale, --width, --height, \
-             --num-frames and --init-noise need --model-dir"
-        );
-    }
+    gallop_registry::refuse_settings_without_checkpoint(&args.wan, &args.debug)?;
     // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.
-    let images = load_images(&request, args.width.is_some())?;
-    let (engine, compute) = choose_engine(args.model_dir.as_deref(), args.wan_settings())?;
+    let images = load_images(&request, args.debug.size().is_some())?;
+    let (engine, compute) = choose_engine(model, &args)?;
 
     let options = RenderOptions {
         watermark_text: args.watermark_text.clone(),
@@ -199,30 +143,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bar.set_position(p.step.into());
         }
     };
-    let mut dump = |index: u32, frame: &RgbImage| -> Result<(), String> {
-        let dir = args
-            .dump_frames
-            .as_ref()
-            .expect("only installed with --dump-frames");
+    let png_dir = args.dump_frames.as_ref().filter(|_| !args.dumps_tensor());
+    if let Some(dir) = png_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--dump-frames: cannot create {}", dir.display()))?;
+    }
+    let mut index = 0u32;
+    let mut dump = |frame: RgbImage| -> Result<(), String> {
+        let Some(dir) = png_dir else { return Ok(()) };
         let path = dir.join(format!("frame_{index:05}.png"));
+        index += 1;
         frame
             .save(&path)
             .map_err(|e| format!("--dump-frames: cannot write {}: {e}", path.display()))
     };
-    let dump_png = args.dump_frames.is_some() && !args.dumps_tensor();
-    if let Some(dir) = args.dump_frames.as_ref().filter(|_| dump_png) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("--dump-frames: cannot create {}", dir.display()))?;
-    }
-    let hooks = RenderHooks {
-        progress: &mut progress,
-        cancel: &cancel,
-        inspect: match dump_png {
-            true => Some(&mut dump),
-            false => None,
-        },
-    };
-    let output = render_video(engine.as_ref(), &request, &images, &options, hooks)?;
+    let ctx = RunContext::new(&mut progress, &cancel, &mut dump);
+    let output = render_video(engine.as_ref(), &request, &images, &options, ctx)?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -250,19 +186,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The one place that decides which engine serves a run; with it, the Wan engine's device and
 /// dtype (`cpu, f32`) for the summary.
-fn choose_engine(
-    model_dir: Option<&Path>,
-    settings: gallop_wan::WanSettings,
-) -> anyhow::Result<(Box<dyn Engine>, Option<String>)> {
-    let Some(dir) = model_dir else {
-        return Ok((Box::new(PreviewEngine), None));
-    };
-    // Before any weights load, named as the flags (the messages begin `device: `/`dtype: `).
-    gallop_wan::engine::check_compute(&settings).map_err(|e| anyhow::anyhow!("--{e:#}"))?;
-    let engine = gallop_wan::WanEngine::load(dir, settings)
-        .with_context(|| format!("--model-dir {}", dir.display()))?;
-    let compute = engine.compute();
-    Ok((Box::new(engine), Some(compute)))
+fn choose_engine(model: ModelId, args: &Args) -> anyhow::Result<(Arc<dyn Engine>, Option<String>)> {
+    let served = gallop_registry::for_generate(model, args.wan.clone(), args.wan_debug())?;
+    Ok((served.engine, served.compute))
 }
 
 fn describe_engine(info: &EngineInfo) -> String {
@@ -412,14 +338,14 @@ fn read_uri(uri: &str) -> anyhow::Result<Vec<u8>> {
     }
     // data: and http(s): the server's fetcher, allowed to reach this machine's own network
     // since the user running the CLI owns it.
-    let policy = gallop_server::fetch::FetchPolicy {
+    let policy = gallop_fetch::FetchPolicy {
         allow_private: true,
         ..Default::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(runtime.block_on(gallop_server::fetch::fetch_image(uri, &policy))?)
+    Ok(runtime.block_on(gallop_fetch::fetch_image(uri, &policy))?)
 }
 
 /// Decodes `%XX` escapes; anything malformed is kept as written.

@@ -2,8 +2,6 @@
 //! Wan checkpoints that serve each model id (`--config` or `--model-dir`), or the motion preview
 //! when none is configured.
 
-mod checkpoints;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +11,7 @@ use gallop_api::ModelId;
 
 use gallop_server::config::DEFAULT_ADDR;
 use gallop_server::{EngineMap, ServerConfig};
+use gallop_wan::WanSettings;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,53 +39,28 @@ pub struct Args {
     /// Queued jobs accepted before new ones get 429 (code 3040).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     queue_limit: u32,
-    /// A TOML file naming the Wan checkpoint (and optional steps, guidance, guidance_2, device,
-    /// dtype) that serves each model id; ids it does not name are refused. See README.md.
+    /// A TOML file naming the Wan checkpoint (and its settings: the keys are the engine flags'
+    /// names, `guidance_2` for --guidance-2) that serves each model id; ids it does not name are
+    /// refused. See README.md.
     #[arg(long, conflicts_with = "model_dir")]
     config: Option<PathBuf>,
-    /// One Wan checkpoint in the diffusers layout; it serves the model id its pipeline supports
-    /// (WanImageToVideoPipeline: alibaba/hh1-i2v, WanVACEPipeline: alibaba/hh1.1-r2v). Without
-    /// --model-dir or --config the motion preview serves every id (and says so).
-    #[arg(long)]
-    model_dir: Option<PathBuf>,
-    /// With --model-dir: denoising steps instead of the checkpoint family's default.
-    #[arg(long, requires = "model_dir")]
-    steps: Option<usize>,
-    /// With --model-dir: classifier-free guidance scale instead of the family's default.
-    #[arg(long, requires = "model_dir")]
-    guidance: Option<f64>,
-    /// With --model-dir, two-expert (A14B) checkpoints: the low-noise expert's guidance scale
-    /// (default: --guidance if given, else the family's recipe).
-    #[arg(long, requires = "model_dir")]
-    guidance_2: Option<f64>,
-    /// With --model-dir: cpu, cuda (GPU 0) or cuda:N; CUDA needs a build with `--features cuda`.
-    #[arg(long, requires = "model_dir", default_value = "cpu")]
-    device: gallop_wan::engine::ComputeDevice,
-    /// With --model-dir: the transformer's and encoders' float type, f32, bf16 or f16 (on the
-    /// CPU bf16/f16 is the dtype their weight matrices are held in, half the memory; they compute
-    /// in f32).
-    #[arg(long, requires = "model_dir", default_value = "f32")]
-    dtype: gallop_wan::engine::ComputeDtype,
+    /// One Wan checkpoint (--model-dir) and its settings; it serves the model id its pipeline
+    /// supports (WanImageToVideoPipeline: alibaba/hh1-i2v, WanVACEPipeline: alibaba/hh1.1-r2v).
+    /// Without --model-dir or --config the motion preview serves every id (and says so).
+    #[command(flatten)]
+    wan: WanSettings,
 }
 
 /// The engine for each model id the operator configured; empty for the preview.
-fn configured_engines(args: &Args) -> anyhow::Result<Vec<checkpoints::Served>> {
-    let checkpoints = match (&args.config, &args.model_dir) {
-        (Some(path), _) => checkpoints::read_config(path)?,
-        (None, Some(dir)) => vec![checkpoints::shorthand(
-            dir,
-            gallop_wan::WanSettings {
-                steps: args.steps,
-                guidance: args.guidance,
-                guidance_2: args.guidance_2,
-                device: args.device,
-                dtype: args.dtype,
-                ..Default::default()
-            },
-        )?],
+fn configured_engines(args: &Args) -> anyhow::Result<Vec<gallop_registry::Served>> {
+    // With --config, the settings go per model in the file.
+    gallop_registry::refuse_settings_without_checkpoint(&args.wan, &Default::default())?;
+    let checkpoints = match (&args.config, &args.wan.model_dir) {
+        (Some(path), _) => gallop_registry::read_config(path)?,
+        (None, Some(_)) => vec![gallop_registry::shorthand(args.wan.clone())?],
         (None, None) => Vec::new(),
     };
-    checkpoints::load(checkpoints)
+    Ok(gallop_registry::load(checkpoints)?)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -98,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let configured = configured_engines(&args)?;
     let compute: HashMap<ModelId, String> = configured
         .iter()
-        .map(|s| (s.model, s.compute.clone()))
+        .filter_map(|s| Some((s.model, s.compute.clone()?)))
         .collect();
     let engines = EngineMap::configured(
         configured

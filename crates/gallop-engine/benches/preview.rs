@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use gallop_api::{GenerationRequest, ModelId, Resolution};
-use gallop_engine::render::{RenderHooks, RenderOptions, render_video};
-use gallop_engine::{Engine, EngineInput, PreviewEngine, Progress, RunContext};
+use gallop_engine::render::{RenderOptions, render_video};
+use gallop_engine::{Engine, EngineInput, PreviewEngine, Progress, RunContext, discard_frames};
 use image::{Rgb, RgbImage};
 
 const RUNS: usize = 3;
@@ -53,11 +53,7 @@ fn engine_only(req: &GenerationRequest, images: &[RgbImage]) -> f64 {
     let cancel = AtomicBool::new(false);
     let mut progress = |_: Progress| {};
     let mut sink = |_: RgbImage| Ok(());
-    let mut ctx = RunContext {
-        progress: &mut progress,
-        cancel: &cancel,
-        sink: &mut sink,
-    };
+    let mut ctx = RunContext::new(&mut progress, &cancel, &mut sink);
     let start = Instant::now();
     PreviewEngine.generate(&input, &mut ctx).unwrap();
     start.elapsed().as_secs_f64()
@@ -66,20 +62,10 @@ fn engine_only(req: &GenerationRequest, images: &[RgbImage]) -> f64 {
 fn whole_render(req: &GenerationRequest, images: &[RgbImage]) -> f64 {
     let cancel = AtomicBool::new(false);
     let mut progress = |_: Progress| {};
-    let hooks = RenderHooks {
-        progress: &mut progress,
-        cancel: &cancel,
-        inspect: None,
-    };
+    let mut discard = discard_frames;
+    let ctx = RunContext::new(&mut progress, &cancel, &mut discard);
     let start = Instant::now();
-    let out = render_video(
-        &PreviewEngine,
-        req,
-        images,
-        &RenderOptions::default(),
-        hooks,
-    )
-    .unwrap();
+    let out = render_video(&PreviewEngine, req, images, &RenderOptions::default(), ctx).unwrap();
     assert_eq!(out.frames, 120);
     start.elapsed().as_secs_f64()
 }

@@ -9,11 +9,11 @@ pub mod render;
 mod warp;
 
 pub use preview::PreviewEngine;
-pub use render::{RenderHooks, RenderOptions, RenderOutput, render_video};
+pub use render::{RenderOptions, RenderOutput, render_video};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use gallop_api::{GenerationRequest, Geometry};
+use gallop_api::{GenerationRequest, Geometry, ModelId};
 use image::RgbImage;
 use serde::Serialize;
 
@@ -28,6 +28,25 @@ pub struct EngineInfo {
     /// Where and in what precision the checkpoint computes (`cpu, f32`,
     /// `cpu, bf16 weights (f32 compute)`, `cuda:0, bf16`), None for the preview.
     pub compute: Option<String>,
+}
+
+/// What an engine makes: the job a model id names, which is all an engine needs to know of ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Task {
+    /// One image as the first frame, and a prompt.
+    ImageToVideo,
+    /// 1-9 reference images of characters and scenes, and a prompt that choreographs them.
+    ReferenceToVideo,
+}
+
+impl Task {
+    /// The task a served model id does.
+    pub fn of(model: ModelId) -> Self {
+        match model {
+            ModelId::HhI2v => Self::ImageToVideo,
+            ModelId::HhR2v => Self::ReferenceToVideo,
+        }
+    }
 }
 
 /// What an engine is given for one run.
@@ -48,16 +67,71 @@ pub struct Progress {
     pub total: u32,
 }
 
-/// The caller's side of a run: progress reports, a cancel flag, and where frames go.
-pub struct RunContext<'a> {
-    pub progress: &'a mut dyn FnMut(Progress),
-    pub cancel: &'a AtomicBool,
-    /// Receives frames in order, exactly `geometry.frames` of `geometry` size. Streaming them out
-    /// lets the encoder run while the engine works and keeps 1080P x 15 s out of memory.
-    pub sink: &'a mut dyn FnMut(RgbImage) -> Result<(), String>,
+/// Receives frames in order, exactly `geometry.frames` of `geometry` size. Streaming them out
+/// lets the encoder run while the engine works and keeps 1080P x 15 s out of memory.
+pub type FrameSink<'a> = &'a mut dyn FnMut(RgbImage) -> Result<(), String>;
+
+/// A frame sink for runs whose frames nobody looks at (the encoding happens elsewhere).
+pub fn discard_frames(_: RgbImage) -> Result<(), String> {
+    Ok(())
 }
 
-impl RunContext<'_> {
+/// The caller's side of a run, from the engine trait down to a pipeline's step loop: progress
+/// reports, a cancel flag read between units of work, and where frames go.
+///
+/// Progress is counted in units the engine plans ([`RunContext::plan`]); whoever does a unit
+/// (a denoising step deep in a pipeline, a decoded frame) calls [`RunContext::advance`], so the
+/// code doing the work need not know the whole run's total.
+pub struct RunContext<'a> {
+    progress: &'a mut dyn FnMut(Progress),
+    cancel: &'a AtomicBool,
+    sink: FrameSink<'a>,
+    done: u32,
+    total: u32,
+}
+
+impl<'a> RunContext<'a> {
+    pub fn new(
+        progress: &'a mut dyn FnMut(Progress),
+        cancel: &'a AtomicBool,
+        sink: FrameSink<'a>,
+    ) -> Self {
+        Self {
+            progress,
+            cancel,
+            sink,
+            done: 0,
+            total: 0,
+        }
+    }
+
+    /// The run will take `total` units of work; none is done yet. Reports nothing: the first
+    /// report is the first unit done.
+    pub fn plan(&mut self, total: u32) {
+        self.done = 0;
+        self.total = total;
+    }
+
+    /// One unit of work is done.
+    pub fn advance(&mut self) {
+        self.done += 1;
+        let total = self.total.max(self.done);
+        (self.progress)(Progress {
+            step: self.done,
+            total,
+        });
+    }
+
+    /// Every planned unit is done (units a run skipped included).
+    pub fn finish(&mut self) {
+        self.done = self.total;
+        (self.progress)(Progress {
+            step: self.total,
+            total: self.total,
+        });
+    }
+
+    /// [`EngineError::Cancelled`] once the caller has asked the run to stop.
     pub fn check_cancel(&self) -> Result<(), EngineError> {
         if self.cancel.load(Ordering::Relaxed) {
             Err(EngineError::Cancelled)
@@ -65,16 +139,44 @@ impl RunContext<'_> {
             Ok(())
         }
     }
+
+    /// Sends the next frame to the caller.
+    pub fn emit(&mut self, frame: RgbImage) -> Result<(), EngineError> {
+        (self.sink)(frame).map_err(EngineError::Sink)
+    }
 }
 
+/// What went wrong in a run, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The input breaks a rule of this engine: final, never retried. `field` is the request
+    /// field at fault (`/input/images/0`), or the setting.
+    #[error("{field}: {message}")]
+    BadInput { field: String, message: String },
+    /// The caller's cancel flag was set.
     #[error("cancelled")]
     Cancelled,
+    /// The caller's frame sink refused a frame (a full disk, a failed encoder).
     #[error("frame sink failed: {0}")]
     Sink(String),
+    /// Memory or another resource ran out; the same run on the same machine would again.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+    /// A failure that may pass (a device reset, a dropped connection): worth retrying.
     #[error("{0}")]
-    Failed(String),
+    Transient(String),
+    /// A fault in the engine or the machine.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A generator of frames. Implementations must send exactly `input.geometry.frames` frames of

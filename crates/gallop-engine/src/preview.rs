@@ -11,7 +11,7 @@ use image::RgbImage;
 
 use crate::camera::{CameraMove, CameraPath, smoothstep};
 use crate::warp::{blend_into, render_view_into};
-use crate::{Engine, EngineError, EngineInfo, EngineInput, Progress, RunContext};
+use crate::{Engine, EngineError, EngineInfo, EngineInput, RunContext};
 
 /// The source keeps this much more resolution than the output, so zooming in up to 1/1.25 of
 /// the frame never magnifies past the image's own pixels.
@@ -47,7 +47,7 @@ impl Engine for PreviewEngine {
     ) -> Result<(), EngineError> {
         let geometry = input.geometry;
         if geometry.width == 0 || geometry.height == 0 || geometry.frames == 0 {
-            return Err(EngineError::Failed(format!(
+            return Err(EngineError::Internal(format!(
                 "geometry must be non-empty, got {}x{} with {} frames",
                 geometry.width, geometry.height, geometry.frames
             )));
@@ -74,6 +74,7 @@ impl Engine for PreviewEngine {
             })
             .collect();
         let mut second = RgbImage::new(width, height);
+        ctx.plan(geometry.frames);
 
         for frame_index in 0..geometry.frames {
             ctx.check_cancel()?;
@@ -110,11 +111,8 @@ impl Engine for PreviewEngine {
                     sources[i] = None;
                 }
             }
-            (ctx.sink)(frame).map_err(EngineError::Sink)?;
-            (ctx.progress)(Progress {
-                step: frame_index + 1,
-                total: geometry.frames,
-            });
+            ctx.emit(frame)?;
+            ctx.advance();
         }
         Ok(())
     }
@@ -124,7 +122,14 @@ impl Engine for PreviewEngine {
 fn shot_order(input: &EngineInput<'_>) -> Result<Vec<usize>, EngineError> {
     let n = input.images.len();
     if n == 0 {
-        return Err(EngineError::Failed("at least one image is required".into()));
+        let field = match input.request.model {
+            ModelId::HhI2v => "/input/image",
+            ModelId::HhR2v => "/input/images",
+        };
+        return Err(EngineError::bad_input(
+            field,
+            "at least one image is required",
+        ));
     }
     let order = match input.request.model {
         ModelId::HhI2v => vec![0],
@@ -138,10 +143,13 @@ fn shot_order(input: &EngineInput<'_>) -> Result<Vec<usize>, EngineError> {
         }
     };
     if let Some(bad) = order.iter().find(|&&i| i >= n) {
-        return Err(EngineError::Failed(format!(
-            "shot refers to image {} but only {n} images were given",
-            bad + 1
-        )));
+        return Err(EngineError::bad_input(
+            "/input/prompt",
+            format!(
+                "shot refers to image {} but only {n} images were given",
+                bad + 1
+            ),
+        ));
     }
     Ok(order)
 }
@@ -200,7 +208,7 @@ fn even_scaled(size: u32) -> u32 {
 /// The image cropped to the output's aspect and resized to the source size, once per shot.
 fn prepare_source(image: &RgbImage, width: u32, height: u32) -> Result<RgbImage, EngineError> {
     if image.width() == 0 || image.height() == 0 {
-        return Err(EngineError::Failed(format!(
+        return Err(EngineError::Internal(format!(
             "input image is {}x{} px; it must not be empty",
             image.width(),
             image.height()

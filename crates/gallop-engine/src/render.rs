@@ -2,13 +2,11 @@
 //! watermarked H.264 MP4 out. Fetching the images is the caller's job (the CLI reads paths, the
 //! server fetches safely); everything after the bytes is here so both produce the same video.
 
-use std::sync::atomic::AtomicBool;
-
 use gallop_api::{GenerationRequest, MAX_SEED, ModelId};
 use gallop_media::{DecodeLimits, Mp4Encoder, Watermark};
 use image::RgbImage;
 
-use crate::{Engine, EngineError, EngineInfo, EngineInput, Progress, RunContext};
+use crate::{Engine, EngineError, EngineInfo, EngineInput, RunContext};
 
 /// Choices of the operator, not of the request.
 #[derive(Debug, Clone, Default)]
@@ -19,18 +17,6 @@ pub struct RenderOptions {
     /// Test path (`gallop generate --width/--height/--num-frames`): this exact output instead
     /// of the request's geometry.
     pub geometry: Option<gallop_api::Geometry>,
-}
-
-/// Looks at a frame (its index, the frame as encoded); an Err stops the render.
-pub type FrameInspector<'a> = &'a mut dyn FnMut(u32, &RgbImage) -> Result<(), String>;
-
-/// The caller's side of a render: progress, cancel, and an optional look at every frame.
-pub struct RenderHooks<'a> {
-    pub progress: &'a mut dyn FnMut(Progress),
-    pub cancel: &'a AtomicBool,
-    /// Sees each frame exactly as it goes to the encoder (watermark drawn), with its index.
-    /// For debugging and tests (`gallop generate --dump-frames`).
-    pub inspect: Option<FrameInspector<'a>>,
 }
 
 /// What a render made.
@@ -98,19 +84,21 @@ pub fn random_seed() -> u32 {
 }
 
 /// Runs `engine` on `request` and `images` (decoded, in request order), draws the watermark
-/// unless the request turns it off, and encodes the frames as they come.
+/// unless the request turns it off, and encodes the frames as they come. `ctx` is the caller's
+/// side of the run: its progress and cancel flag reach the engine, and its sink sees each frame
+/// exactly as it goes to the encoder, watermark drawn (a debugging look; `|_| Ok(())` for none).
 pub fn render_video(
     engine: &dyn Engine,
     request: &GenerationRequest,
     images: &[RgbImage],
     options: &RenderOptions,
-    hooks: RenderHooks<'_>,
+    ctx: RunContext<'_>,
 ) -> Result<RenderOutput, EngineError> {
     let first = images.first().map(|i| i.dimensions());
     let geometry = options.geometry.unwrap_or_else(|| request.geometry(first));
     let seed = request.seed.unwrap_or_else(random_seed);
     let mut encoder = Mp4Encoder::new(geometry.width, geometry.height, geometry.fps)
-        .map_err(|e| EngineError::Failed(e.to_string()))?;
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
     let watermark = request.watermark.then(|| {
         let text = options
             .watermark_text
@@ -118,10 +106,15 @@ pub fn render_video(
             .unwrap_or(gallop_media::DEFAULT_WATERMARK);
         Watermark::new(text, geometry.width, geometry.height)
     });
-    let mut inspect = hooks.inspect;
+    let RunContext {
+        progress,
+        cancel,
+        sink: look,
+        ..
+    } = ctx;
     let mut index = 0u32;
     {
-        let mut sink = |mut frame: RgbImage| -> Result<(), String> {
+        let mut encode = |mut frame: RgbImage| -> Result<(), String> {
             if frame.dimensions() != (geometry.width, geometry.height) {
                 return Err(format!(
                     "engine sent a {}x{} frame; the video is {}x{}",
@@ -134,11 +127,9 @@ pub fn render_video(
             if let Some(mark) = &watermark {
                 mark.apply(&mut frame);
             }
-            if let Some(look) = inspect.as_mut() {
-                look(index, &frame)?;
-            }
+            encoder.push(&frame).map_err(|e| e.to_string())?;
             index += 1;
-            encoder.push(&frame).map_err(|e| e.to_string())
+            look(frame)
         };
         let input = EngineInput {
             request,
@@ -146,22 +137,17 @@ pub fn render_video(
             geometry,
             seed,
         };
-        let mut ctx = RunContext {
-            progress: hooks.progress,
-            cancel: hooks.cancel,
-            sink: &mut sink,
-        };
-        engine.generate(&input, &mut ctx)?;
+        engine.generate(&input, &mut RunContext::new(progress, cancel, &mut encode))?;
     }
     if index != geometry.frames {
-        return Err(EngineError::Failed(format!(
+        return Err(EngineError::Internal(format!(
             "engine made {index} frames; the video needs {}",
             geometry.frames
         )));
     }
     let mp4 = encoder
         .finish()
-        .map_err(|e| EngineError::Failed(e.to_string()))?;
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
     Ok(RenderOutput {
         mp4,
         frames: geometry.frames,

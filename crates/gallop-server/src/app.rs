@@ -9,7 +9,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{ServerConfig, public_base};
-use crate::fetch::FetchPolicy;
 use crate::http::metrics::Metrics;
 use crate::http::{AppState, SharedState, router};
 use crate::keys::KeyVault;
@@ -17,6 +16,7 @@ use crate::signing::UrlSigner;
 use crate::storage::Storage;
 use crate::store::{JobStore, SqliteStore, StoreConfig};
 use crate::worker::{Worker, WorkerConfig};
+use gallop_fetch::FetchPolicy;
 
 /// How long a shutdown waits for answers in flight.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

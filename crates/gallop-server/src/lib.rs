@@ -1,10 +1,9 @@
-//! HTTP routes for each API shape, auth, safe input fetching, the durable job store, result
+//! HTTP routes for each API shape, auth, the durable job store, result
 //! storage and the worker loop. No model math.
 
 pub mod app;
 pub mod config;
 pub mod engines;
-pub mod fetch;
 pub mod http;
 pub mod keys;
 pub mod signing;

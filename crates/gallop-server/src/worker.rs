@@ -12,15 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gallop_api::GenerationRequest;
-use gallop_engine::render::{
-    RenderHooks, RenderOptions, decode_request_images, image_field, render_video,
-};
-use gallop_engine::{EngineError, Progress};
+use gallop_engine::render::{RenderOptions, decode_request_images, image_field, render_video};
+use gallop_engine::{EngineError, Progress, RunContext, discard_frames};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use gallop_fetch::{FetchPolicy, fetch_image};
+
 use crate::engines::EngineMap;
-use crate::fetch::{FetchPolicy, fetch_image};
 use crate::storage::{Storage, StorageError, upload_id_of_uri};
 use crate::store::{Claim, Failure, JobStore, Lease, LeaseState, error_code};
 
@@ -418,12 +417,9 @@ async fn attempt(
         let mut on_progress = |p: Progress| {
             progress_tx.send_replace(Some(p));
         };
-        let hooks = RenderHooks {
-            progress: &mut on_progress,
-            cancel: &run_cancel,
-            inspect: None,
-        };
-        render_video(engine.as_ref(), &request, &images, &options, hooks).map_err(RunError::Engine)
+        let mut discard = discard_frames;
+        let ctx = RunContext::new(&mut on_progress, &run_cancel, &mut discard);
+        render_video(engine.as_ref(), &request, &images, &options, ctx).map_err(RunError::Engine)
     });
 
     // Supervise the run: progress + lease renewal, cancel, time limit, shutdown.
@@ -507,11 +503,23 @@ async fn attempt(
         ),
         (_, Some(StopReason::CancelRequested)) => Ending::Cancelled,
         (Ok(Err(RunError::BadImage(msg))), None) => final_failure(error_code::BAD_INPUT, msg),
-        (Ok(Err(RunError::Engine(EngineError::Cancelled))), None) => {
-            retryable("engine stopped unasked".into())
-        }
-        (Ok(Err(RunError::Engine(e))), None) => retryable(format!("engine: {e}")),
+        (Ok(Err(RunError::Engine(e))), None) => engine_failure(e),
         (Err(e), None) => retryable(format!("engine panicked: {e}")),
+    }
+}
+
+/// What the worker does about an engine's error, by its kind: an input the engine rejects and
+/// an exhausted resource end the job; the rest may pass on another attempt.
+fn engine_failure(e: EngineError) -> Ending {
+    match e {
+        EngineError::BadInput { .. } => final_failure(error_code::BAD_INPUT, e.to_string()),
+        EngineError::ResourceExhausted(_) => {
+            final_failure(error_code::RESOURCE_EXHAUSTED, format!("engine: {e}"))
+        }
+        EngineError::Cancelled => retryable("engine stopped unasked".into()),
+        EngineError::Sink(_) | EngineError::Transient(_) | EngineError::Internal(_) => {
+            retryable(format!("engine: {e}"))
+        }
     }
 }
 

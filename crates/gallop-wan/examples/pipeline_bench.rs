@@ -14,7 +14,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use candle_core::Device;
-use gallop_wan::pipeline::{GenerateArgs, PipelineChanges, StepHooks, WanPipeline, gaussian_noise};
+use gallop_engine::{RunContext, discard_frames};
+use gallop_wan::pipeline::{GenerateArgs, PipelineChanges, WanPipeline, gaussian_noise};
 use gallop_wan::scheduler::Recipe;
 
 fn main() -> anyhow::Result<()> {
@@ -24,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         args.len() >= 6,
         "usage: pipeline_bench MODEL_DIR HEIGHT WIDTH FRAMES STEPS [f32|bf16|f16] [KEY=VALUE...]"
     );
-    let dtype: gallop_wan::engine::ComputeDtype = match args.get(6).filter(|a| !a.contains('=')) {
+    let dtype: gallop_wan::settings::ComputeDtype = match args.get(6).filter(|a| !a.contains('=')) {
         Some(text) => text.parse().map_err(anyhow::Error::msg)?,
         None => Default::default(),
     };
@@ -84,13 +85,10 @@ fn main() -> anyhow::Result<()> {
     };
     let cancel = AtomicBool::new(false);
     let t1 = Instant::now();
-    let latents = pipeline.denoise(
-        &args,
-        StepHooks {
-            progress: &mut |_, _| {},
-            cancel: &cancel,
-        },
-    )?;
+    let mut progress = |_| {};
+    let mut discard = discard_frames;
+    let mut ctx = RunContext::new(&mut progress, &cancel, &mut discard);
+    let latents = pipeline.denoise(&args, &mut ctx)?;
     let denoise = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     let video = pipeline.decode(&latents)?;

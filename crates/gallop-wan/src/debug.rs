@@ -9,15 +9,15 @@ pub fn forward(
     model_dir: &Path,
     inputs: &Path,
     output: &Path,
-) -> anyhow::Result<()> {
-    let run: fn(&Path, &Path, &Path) -> anyhow::Result<()> = match component {
+) -> crate::Result<()> {
+    let run: fn(&Path, &Path, &Path) -> crate::Result<()> = match component {
         // Each component module adds its line here: "name" => module::debug_forward,
         "vae-encode" => crate::vae::debug_forward_encode,
         "vae-decode" => crate::vae::debug_forward_decode,
         "transformer" => crate::transformer::debug_forward,
         "text-encoder" => crate::t5::debug_forward,
         "image-encoder" => crate::clip::debug_forward,
-        other => anyhow::bail!(
+        other => crate::error::bail!(
             "unknown component {other:?}: expected transformer, vae-encode, vae-decode, text-encoder or image-encoder"
         ),
     };

@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod debug;
 pub mod engine;
+pub mod error;
 pub mod fast_math;
 pub mod lora;
 pub mod memory;
@@ -11,10 +12,13 @@ pub mod model_dir;
 pub mod pipeline;
 pub mod quant;
 pub mod scheduler;
+pub mod settings;
 pub mod t5;
 pub mod testing;
 pub mod transformer;
 pub mod vae;
 pub mod weights;
 
-pub use engine::{WanEngine, WanSettings};
+pub use engine::WanEngine;
+pub use error::{Error, Result};
+pub use settings::{WanDebug, WanSettings};

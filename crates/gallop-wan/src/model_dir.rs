@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail, ensure};
+use crate::error::{Context, bail, ensure};
 use serde_json::Value;
 
 /// Which pipeline recipe a checkpoint is saved for (`_class_name` of `model_index.json`).
@@ -20,7 +20,7 @@ pub enum PipelineClass {
 }
 
 impl PipelineClass {
-    pub fn parse(name: &str) -> anyhow::Result<Self> {
+    pub fn parse(name: &str) -> crate::Result<Self> {
         Ok(match name {
             "WanPipeline" => Self::TextToVideo,
             "WanImageToVideoPipeline" => Self::ImageToVideo,
@@ -49,7 +49,7 @@ pub struct ModelIndex {
 
 impl ModelIndex {
     /// Read `DIR/model_index.json`; every named component must have its folder.
-    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+    pub fn read(dir: &Path) -> crate::Result<Self> {
         let path = dir.join("model_index.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(

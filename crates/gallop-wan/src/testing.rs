@@ -3,8 +3,8 @@
 use candle_core::{DType, Tensor};
 
 /// Max |a-b| / max(|b|), the relative error the fixture tests bound.
-pub fn relative_error(actual: &Tensor, expected: &Tensor) -> anyhow::Result<f32> {
-    anyhow::ensure!(
+pub fn relative_error(actual: &Tensor, expected: &Tensor) -> crate::Result<f32> {
+    crate::error::ensure!(
         actual.dims() == expected.dims(),
         "shape {:?} != expected {:?}",
         actual.dims(),
@@ -24,8 +24,8 @@ pub fn assert_close(name: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
 }
 
 /// Largest |a - b| over two tensors of the same shape (frames against diffusers' frames).
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
-    anyhow::ensure!(
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> crate::Result<f32> {
+    crate::error::ensure!(
         a.dims() == b.dims(),
         "shapes differ: {:?} vs {:?}",
         a.dims(),
@@ -36,7 +36,7 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
 
 /// The bit patterns of a tensor's values as f32: for "bit-identical" assertions, which a
 /// difference of 0 would not make (it equates -0 with 0 and fails on NaN).
-pub fn f32_bits(t: &Tensor) -> anyhow::Result<Vec<u32>> {
+pub fn f32_bits(t: &Tensor) -> crate::Result<Vec<u32>> {
     let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     Ok(values.into_iter().map(f32::to_bits).collect())
 }

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, bail};
+use crate::error::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 /// The weight files of one component folder: the shards an index names, else every safetensors file.
-pub fn weight_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn weight_files(dir: &Path) -> crate::Result<Vec<PathBuf>> {
     let mut index = None;
     let mut singles = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -51,7 +51,7 @@ pub fn weight_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Read a component's `config.json` into its serde config type.
-pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path) -> anyhow::Result<T> {
+pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path) -> crate::Result<T> {
     let path = dir.join("config.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -84,7 +84,7 @@ pub fn read_var_builder(
     dir: &Path,
     dtype: DType,
     device: &Device,
-) -> anyhow::Result<VarBuilder<'static>> {
+) -> crate::Result<VarBuilder<'static>> {
     Ok(ComponentTensors::open(dir)?.into_var_builder(dtype, device))
 }
 
@@ -97,7 +97,7 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path) -> crate::Result<Self> {
         let file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let (entries, metadata) = read_safetensors_header(&file, path)?;
@@ -147,7 +147,7 @@ pub struct ComponentTensors {
 }
 
 impl ComponentTensors {
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path) -> crate::Result<Self> {
         let mut tensors = HashMap::new();
         for path in weight_files(dir)? {
             let file = TensorFile::open(&path)?;
@@ -319,13 +319,13 @@ type Header = (Vec<(String, FileEntry)>, HashMap<String, String>);
 
 /// The tensor table of a safetensors file: an 8-byte little-endian header length, a JSON header
 /// of `name -> {dtype, shape, data_offsets}` (and `__metadata__` strings), then the data.
-fn read_safetensors_header(file: &std::fs::File, path: &Path) -> anyhow::Result<Header> {
+fn read_safetensors_header(file: &std::fs::File, path: &Path) -> crate::Result<Header> {
     use std::os::unix::fs::FileExt;
     let mut len = [0u8; 8];
     file.read_exact_at(&mut len, 0)
         .with_context(|| format!("reading {}", path.display()))?;
     let header_len = u64::from_le_bytes(len);
-    anyhow::ensure!(
+    crate::error::ensure!(
         header_len < 100 << 20,
         "{}: safetensors header of {header_len} bytes",
         path.display()
@@ -364,7 +364,7 @@ fn read_safetensors_header(file: &std::fs::File, path: &Path) -> anyhow::Result<
         let offsets: [u64; 2] = serde_json::from_value(info["data_offsets"].clone())
             .with_context(|| format!("{}: data_offsets of {name}", path.display()))?;
         let len = (offsets[1] - offsets[0]) as usize;
-        anyhow::ensure!(
+        crate::error::ensure!(
             len == shape.iter().product::<usize>() * dtype.size_in_bytes(),
             "{}: tensor {name} has {len} bytes for shape {shape:?}",
             path.display()
@@ -442,7 +442,7 @@ impl TrackedWeights {
     }
 
     /// Read a manifest file `{"config": {...}, "tensors": {name: shape}}`; returns the config too.
-    pub fn from_manifest(path: &Path) -> anyhow::Result<(serde_json::Value, Self)> {
+    pub fn from_manifest(path: &Path) -> crate::Result<(serde_json::Value, Self)> {
         #[derive(serde::Deserialize)]
         struct Manifest {
             config: serde_json::Value,

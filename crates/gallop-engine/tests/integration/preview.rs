@@ -72,11 +72,7 @@ fn run(
         frames.push(f);
         Ok(())
     };
-    let mut ctx = RunContext {
-        progress: &mut progress,
-        cancel: &cancel,
-        sink: &mut sink,
-    };
+    let mut ctx = RunContext::new(&mut progress, &cancel, &mut sink);
     PreviewEngine.generate(&input, &mut ctx).unwrap();
     frames
 }
@@ -284,11 +280,7 @@ fn run_with(
         geometry: SMALL,
         seed: 1,
     };
-    let mut ctx = RunContext {
-        progress,
-        cancel,
-        sink,
-    };
+    let mut ctx = RunContext::new(progress, cancel, sink);
     PreviewEngine.generate(&input, &mut ctx)
 }
 

@@ -5,8 +5,8 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use gallop_api::{GenerationRequest, MAX_SEED, ModelId, Resolution};
-use gallop_engine::render::{RenderHooks, RenderOptions, decode_request_images, render_video};
-use gallop_engine::{EngineError, PreviewEngine, Progress};
+use gallop_engine::render::{RenderOptions, decode_request_images, render_video};
+use gallop_engine::{EngineError, PreviewEngine, Progress, RunContext};
 use image::{ImageFormat, Rgb, RgbImage};
 
 fn png(width: u32, height: u32) -> Vec<u8> {
@@ -39,21 +39,17 @@ fn render(
     seen: &mut Vec<RgbImage>,
 ) -> Result<gallop_engine::RenderOutput, EngineError> {
     let mut progress = |_: Progress| {};
-    let mut inspect = |_: u32, f: &RgbImage| {
-        seen.push(f.clone());
+    let mut look = |f: RgbImage| {
+        seen.push(f);
         Ok(())
     };
-    let hooks = RenderHooks {
-        progress: &mut progress,
-        cancel,
-        inspect: Some(&mut inspect),
-    };
+    let ctx = RunContext::new(&mut progress, cancel, &mut look);
     render_video(
         &PreviewEngine,
         request,
         images,
         &RenderOptions::default(),
-        hooks,
+        ctx,
     )
 }
 

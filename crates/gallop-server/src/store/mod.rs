@@ -72,6 +72,8 @@ pub mod error_code {
     pub const UPSTREAM_UNAVAILABLE: &str = "upstream_unavailable";
     /// Upstream failed, refused or lost the task for a reason other than the input.
     pub const UPSTREAM_FAILED: &str = "upstream_failed";
+    /// The engine ran out of memory or another resource: not retried, the same run would again.
+    pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
 }
 
 /// What an inline image uri of an ended job's request becomes.

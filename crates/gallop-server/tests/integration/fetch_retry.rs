@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gallop_api::{GenerationRequest, ModelId, Resolution};
 use gallop_engine::PreviewEngine;
+use gallop_fetch::{FetchPolicy, fetch_image};
 use gallop_server::EngineMap;
-use gallop_server::fetch::{FetchPolicy, fetch_image};
 use gallop_server::storage::Storage;
 use gallop_server::store::{
     Job, JobStatus, JobStore, NewJob, SqliteStore, StoreConfig, error_code,

@@ -4,7 +4,6 @@
 mod http_support;
 
 mod dashscope_sdk;
-mod fetch_guard;
 mod fetch_retry;
 mod http_auth;
 mod http_engine_map;

@@ -17,10 +17,21 @@ use gallop_server::store::{
 };
 use gallop_server::worker::{Worker, WorkerConfig};
 
+/// How a failing run fails.
+#[derive(Clone, Copy)]
+enum Fail {
+    Internal,
+    Panic,
+    /// The engine rejects the input (a field it cannot take).
+    BadInput,
+    /// The engine runs out of memory.
+    Exhausted,
+}
+
 /// The preview engine, except that its first `failures` runs fail (or panic).
 struct FailingFirst {
     failures: AtomicU32,
-    panic: bool,
+    fail: Fail,
 }
 
 impl Engine for FailingFirst {
@@ -36,10 +47,12 @@ impl Engine for FailingFirst {
         let left = self.failures.load(Ordering::SeqCst);
         if left > 0 {
             self.failures.store(left - 1, Ordering::SeqCst);
-            if self.panic {
-                panic!("the device fell over");
-            }
-            return Err(EngineError::Failed("the device fell over".into()));
+            return Err(match self.fail {
+                Fail::Panic => panic!("the device fell over"),
+                Fail::Internal => EngineError::Internal("the device fell over".into()),
+                Fail::BadInput => EngineError::bad_input("/input/image", "no face to animate"),
+                Fail::Exhausted => EngineError::ResourceExhausted("out of memory".into()),
+            });
         }
         PreviewEngine.generate(input, ctx)
     }
@@ -65,7 +78,7 @@ fn request() -> GenerationRequest {
     }
 }
 
-async fn run(failures: u32, panic: bool, max_attempts: u32) -> (Job, Storage, tempfile::TempDir) {
+async fn run(failures: u32, fail: Fail, max_attempts: u32) -> (Job, Storage, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn JobStore> = Arc::new(
         SqliteStore::open(
@@ -85,7 +98,7 @@ async fn run(failures: u32, panic: bool, max_attempts: u32) -> (Job, Storage, te
         storage.clone(),
         EngineMap::every_model(Arc::new(FailingFirst {
             failures: AtomicU32::new(failures),
-            panic,
+            fail,
         })),
         WorkerConfig {
             poll_interval: Duration::from_millis(25),
@@ -122,7 +135,7 @@ async fn run(failures: u32, panic: bool, max_attempts: u32) -> (Job, Storage, te
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_attempt_is_retried_and_the_retry_stores_its_own_result() {
-    let (job, storage, _dir) = run(1, false, 3).await;
+    let (job, storage, _dir) = run(1, Fail::Internal, 3).await;
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     assert_eq!(job.attempt, 2);
     assert_eq!(job.error_code, None, "a success clears the earlier error");
@@ -134,7 +147,7 @@ async fn a_failed_attempt_is_retried_and_the_retry_stores_its_own_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_engine_is_retried_too() {
-    let (job, _storage, _dir) = run(1, true, 3).await;
+    let (job, _storage, _dir) = run(1, Fail::Panic, 3).await;
     assert_eq!(
         (job.status, job.attempt),
         (JobStatus::Completed, 2),
@@ -144,7 +157,7 @@ async fn a_panicking_engine_is_retried_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_last_attempt_the_job_fails_with_the_engine_message() {
-    let (job, _storage, _dir) = run(10, false, 3).await;
+    let (job, _storage, _dir) = run(10, Fail::Internal, 3).await;
     assert_eq!(job.status, JobStatus::Failed, "{job:?}");
     assert_eq!(job.attempt, 3);
     assert_eq!(job.error_code.as_deref(), Some(error_code::INTERNAL));
@@ -154,4 +167,29 @@ async fn after_the_last_attempt_the_job_fails_with_the_engine_message() {
         "{msg}"
     );
     assert_eq!(job.result_key, None);
+}
+
+/// An input the engine rejects is final: the job fails once, naming the field, and is never
+/// retried like a crash (three attempts were allowed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_the_engine_rejects_fails_its_job_once() {
+    let (job, _storage, _dir) = run(3, Fail::BadInput, 3).await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Failed, 1), "{job:?}");
+    assert_eq!(job.error_code.as_deref(), Some(error_code::BAD_INPUT));
+    let message = job.error_message.unwrap_or_default();
+    assert!(
+        message.contains("/input/image: no face to animate"),
+        "{message}"
+    );
+}
+
+/// Running out of memory would happen again on the same machine: final, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_engine_fails_its_job_once() {
+    let (job, _storage, _dir) = run(3, Fail::Exhausted, 3).await;
+    assert_eq!((job.status, job.attempt), (JobStatus::Failed, 1), "{job:?}");
+    assert_eq!(
+        job.error_code.as_deref(),
+        Some(error_code::RESOURCE_EXHAUSTED)
+    );
 }

@@ -6,7 +6,7 @@ mod preprocess;
 
 use std::path::Path;
 
-use anyhow::{Context, ensure};
+use crate::error::{Context, ensure};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, LayerNorm, VarBuilder, conv2d_no_bias, layer_norm};
 use serde::Deserialize;
@@ -46,7 +46,7 @@ fn default_eps() -> f64 {
 
 impl ClipVisionConfig {
     /// Read from a folder's `config.json`, taking `vision_config` when it is nested.
-    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+    pub fn from_dir(dir: &Path) -> crate::Result<Self> {
         let value: serde_json::Value = crate::weights::read_config(dir)?;
         let vision = value.get("vision_config").cloned().unwrap_or(value);
         let config: Self = serde_json::from_value(vision)
@@ -55,7 +55,7 @@ impl ClipVisionConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> crate::Result<()> {
         ensure!(
             self.num_attention_heads > 0
                 && self.hidden_size.is_multiple_of(self.num_attention_heads),
@@ -77,12 +77,12 @@ impl ClipVisionConfig {
         Ok(())
     }
 
-    fn activation(&self) -> anyhow::Result<Activation> {
+    fn activation(&self) -> crate::Result<Activation> {
         Ok(match self.hidden_act.as_str() {
             "gelu" => Activation::GeluErf,
             "quick_gelu" => Activation::QuickGelu,
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-            other => anyhow::bail!(
+            other => crate::error::bail!(
                 "image encoder config: hidden_act {other:?} is not supported: expected gelu, quick_gelu or gelu_new"
             ),
         })
@@ -115,7 +115,7 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(c: &ClipVisionConfig, vb: VarBuilder) -> anyhow::Result<Self> {
+    fn new(c: &ClipVisionConfig, vb: VarBuilder) -> crate::Result<Self> {
         let h = c.hidden_size;
         let attn = vb.pp("self_attn");
         // Norms in the compute dtype; the matrices in the VarBuilder's (see `Linear`).
@@ -177,14 +177,14 @@ pub struct ClipVisionEncoder {
 impl ClipVisionEncoder {
     /// Build from an `image_encoder/` folder: `config.json` plus safetensors. On the CPU `dtype`
     /// is the dtype the layers' matrices are held in; it computes in f32.
-    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> crate::Result<Self> {
         let config = ClipVisionConfig::from_dir(dir)?;
         let vb = crate::weights::read_var_builder(dir, dtype, device)?;
         Self::new(config, vb)
             .with_context(|| format!("loading image encoder from {}", dir.display()))
     }
 
-    pub fn new(config: ClipVisionConfig, vb: VarBuilder) -> anyhow::Result<Self> {
+    pub fn new(config: ClipVisionConfig, vb: VarBuilder) -> crate::Result<Self> {
         config.validate()?;
         // transformers before 5 saved the model under `vision_model.`; 5 saves it bare.
         let vm = match vb.contains_tensor("vision_model.embeddings.patch_embedding.weight") {
@@ -206,7 +206,7 @@ impl ClipVisionEncoder {
         )?;
         let layers = (0..config.num_hidden_layers - 1)
             .map(|i| EncoderLayer::new(&config, vm.pp(format!("encoder.layers.{i}"))))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<crate::Result<Vec<_>>>()?;
         Ok(Self {
             class_embedding: emb.get(h, "class_embedding")?,
             position_embedding: emb
@@ -246,7 +246,7 @@ impl ClipVisionEncoder {
 
     /// `pixel_values` `(batch, 3, image_size, image_size)` to the penultimate hidden states
     /// `(batch, 1 + patches, hidden)`, transformers' `hidden_states[-2]`.
-    pub fn forward(&self, pixel_values: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn forward(&self, pixel_values: &Tensor) -> crate::Result<Tensor> {
         let c = &self.config;
         let (b, ch, height, width) = pixel_values
             .dims4()
@@ -279,7 +279,7 @@ impl ClipVisionEncoder {
 }
 
 /// `gallop debug forward --component image-encoder`: `pixel_values` gives `image_embeds`.
-pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> anyhow::Result<()> {
+pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> crate::Result<()> {
     let device = Device::Cpu;
     let tensors = candle_core::safetensors::load(inputs, &device)
         .with_context(|| format!("reading {}", inputs.display()))?;

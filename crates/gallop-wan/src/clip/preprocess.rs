@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail, ensure};
+use crate::error::{Context, bail, ensure};
 use candle_core::{Device, Tensor};
 use image::{DynamicImage, RgbImage};
 use serde::Deserialize;
@@ -63,7 +63,7 @@ fn field(v: &serde_json::Value, key: &str) -> Option<usize> {
 
 impl ClipImageProcessor {
     /// Read `preprocessor_config.json` from an `image_processor/` folder (or the file itself).
-    pub fn from_path(path: &Path) -> anyhow::Result<Self> {
+    pub fn from_path(path: &Path) -> crate::Result<Self> {
         let file = if path.is_dir() {
             path.join("preprocessor_config.json")
         } else {
@@ -76,7 +76,7 @@ impl ClipImageProcessor {
         Self::new(config).with_context(|| format!("in {}", file.display()))
     }
 
-    pub fn new(config: ProcessorConfig) -> anyhow::Result<Self> {
+    pub fn new(config: ProcessorConfig) -> crate::Result<Self> {
         ensure!(
             config.resample == 3,
             "image processor: resample {} is not supported: only 3 (bicubic)",
@@ -142,7 +142,7 @@ impl ClipImageProcessor {
     }
 
     /// Images to `pixel_values` `(batch, 3, crop_h, crop_w)` f32.
-    pub fn preprocess(&self, images: &[DynamicImage], device: &Device) -> anyhow::Result<Tensor> {
+    pub fn preprocess(&self, images: &[DynamicImage], device: &Device) -> crate::Result<Tensor> {
         ensure!(!images.is_empty(), "image processor: no images");
         let mut batch = Vec::with_capacity(images.len());
         for image in images {
@@ -151,7 +151,7 @@ impl ClipImageProcessor {
         Ok(Tensor::stack(&batch, 0)?)
     }
 
-    fn preprocess_one(&self, rgb: &RgbImage, device: &Device) -> anyhow::Result<Tensor> {
+    fn preprocess_one(&self, rgb: &RgbImage, device: &Device) -> crate::Result<Tensor> {
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         ensure!(w > 0 && h > 0, "image processor: the image is empty");
         let mut image = rgb.clone();

@@ -1,7 +1,7 @@
 //! What each recipe adds to the noisy latents before the transformer sees them, and which
 //! timesteps it passes.
 
-use anyhow::{Context, ensure};
+use crate::error::{Context, ensure};
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
@@ -9,7 +9,7 @@ use super::{GenerateArgs, WanPipeline};
 use crate::model_dir::PipelineClass;
 
 /// An RGB image -> `[1, 3, H, W]` f32 in [-1, 1] (`x / 255 * 2 - 1`, as diffusers' processor).
-pub fn image_to_tensor(image: &RgbImage, device: &candle_core::Device) -> anyhow::Result<Tensor> {
+pub fn image_to_tensor(image: &RgbImage, device: &candle_core::Device) -> crate::Result<Tensor> {
     let (w, h) = image.dimensions();
     let data: Vec<f32> = image
         .as_raw()
@@ -40,7 +40,7 @@ pub(super) enum Condition {
 }
 
 impl Condition {
-    pub(super) fn prepare(pipe: &WanPipeline, args: &GenerateArgs) -> anyhow::Result<Self> {
+    pub(super) fn prepare(pipe: &WanPipeline, args: &GenerateArgs) -> crate::Result<Self> {
         let [_, _, frames, lh, lw] = pipe.latent_shape(args.height, args.width, args.num_frames, 0);
         let (_, ph, pw) = pipe.transformer.config().patch();
         let tokens_per_frame = (lh / ph) * (lw / pw);
@@ -125,7 +125,7 @@ impl Condition {
     }
 
     /// The transformer's `hidden_states` and `timestep` at step timestep `t`.
-    pub(super) fn model_input(&self, latents: &Tensor, t: f32) -> anyhow::Result<(Tensor, Tensor)> {
+    pub(super) fn model_input(&self, latents: &Tensor, t: f32) -> crate::Result<(Tensor, Tensor)> {
         let device = latents.device();
         Ok(match self {
             Self::Text { per_token: None } | Self::Vace { .. } => {
@@ -160,7 +160,7 @@ impl Condition {
     }
 
     /// The latents the loop ends with, the clean first frame blended back in for TI2V-5B.
-    pub(super) fn finish(&self, latents: Tensor) -> anyhow::Result<Tensor> {
+    pub(super) fn finish(&self, latents: Tensor) -> crate::Result<Tensor> {
         match self {
             Self::FirstFrame { condition, mask } => self.blend(&latents, condition, mask),
             Self::Vace { references, .. } => {
@@ -172,7 +172,7 @@ impl Condition {
     }
 
     /// `(1 - mask) * condition + mask * latents`.
-    fn blend(&self, latents: &Tensor, condition: &Tensor, mask: &Tensor) -> anyhow::Result<Tensor> {
+    fn blend(&self, latents: &Tensor, condition: &Tensor, mask: &Tensor) -> crate::Result<Tensor> {
         let keep = mask.affine(-1.0, 1.0)?;
         Ok(condition
             .broadcast_mul(&keep)?

@@ -12,10 +12,10 @@ mod vace;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, ensure};
+use crate::error::{Context, ensure};
 use candle_core::{DType, Device, Tensor};
+use gallop_engine::RunContext;
 
 use crate::clip::{ClipImageProcessor, ClipVisionEncoder};
 use crate::lora::LoraSpec;
@@ -36,11 +36,6 @@ pub const DEFAULT_NEGATIVE_PROMPT: &str = "色调艳丽，过曝，静态，细�
 
 /// Prompts are padded to this many tokens, as diffusers' `max_sequence_length` default.
 pub const TEXT_TOKENS: usize = 512;
-
-/// The run was cancelled between steps.
-#[derive(Debug, thiserror::Error)]
-#[error("cancelled")]
-pub struct Cancelled;
 
 /// One run's inputs, in the units diffusers' `__call__` takes them.
 #[derive(Debug, Clone)]
@@ -67,13 +62,6 @@ pub struct GenerateArgs {
     pub reference_images: Vec<Tensor>,
     /// VACE: the weight of the control hints, one value for every VACE layer (diffusers: 1.0).
     pub conditioning_scale: f64,
-}
-
-/// The caller's side of a run: per-step progress and a cancel flag read between steps.
-pub struct StepHooks<'a> {
-    /// (steps done, total steps)
-    pub progress: &'a mut dyn FnMut(usize, usize),
-    pub cancel: &'a AtomicBool,
 }
 
 /// How a pipeline differs from its checkpoint as published: LoRAs, quantized matrices, the
@@ -117,7 +105,7 @@ impl WanPipeline {
     /// Load every component of a diffusers model directory, the transformers' and encoders'
     /// weights converted to `dtype` (the VAE's to f32). On the CPU `dtype` is the dtype their
     /// matrices are held in and everything computes in f32 ([`crate::weights::compute_dtype`]).
-    pub fn load(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> crate::Result<Self> {
         Self::load_with(dir, dtype, &PipelineChanges::default(), device)
     }
 
@@ -128,7 +116,7 @@ impl WanPipeline {
         dtype: DType,
         changes: &PipelineChanges,
         device: &Device,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::Result<Self> {
         let index = ModelIndex::read(dir)?;
         ensure!(
             changes.loras_2.is_empty() || index.has("transformer_2"),
@@ -183,7 +171,7 @@ impl WanPipeline {
     }
 
     /// The components must fit together: channel counts follow the recipe.
-    fn check_components(&self) -> anyhow::Result<()> {
+    fn check_components(&self) -> crate::Result<()> {
         let cfg = self.transformer.config();
         let z = self.vae.config().z_dim;
         let expected = match self.index.class {
@@ -269,14 +257,14 @@ impl WanPipeline {
     /// A prompt's embeddings `[1, 512, text_dim]` as diffusers' `encode_prompt` makes them
     /// (cleaned, tokenized, encoded, padded rows zero).
     /// The last 16 prompts' embeddings are kept and served again without encoding.
-    pub fn encode_prompt(&self, prompt: &str) -> anyhow::Result<Tensor> {
+    pub fn encode_prompt(&self, prompt: &str) -> crate::Result<Tensor> {
         self.text.encode(prompt)
     }
 
     /// Wan2.1-I2V: the first frame's CLIP tokens `[1, 257, 1280]` (penultimate hidden states),
     /// from the image as given (CLIP resizes and crops it itself). None for checkpoints without
     /// an image encoder.
-    pub fn encode_image(&self, image: &image::RgbImage) -> anyhow::Result<Option<Tensor>> {
+    pub fn encode_image(&self, image: &image::RgbImage) -> crate::Result<Option<Tensor>> {
         let Some((processor, encoder)) = &self.image_encoder else {
             return Ok(None);
         };
@@ -300,7 +288,7 @@ impl WanPipeline {
     }
 
     /// Reject sizes the recipe cannot run, naming the field and the rule.
-    pub fn check_size(&self, height: usize, width: usize, num_frames: usize) -> anyhow::Result<()> {
+    pub fn check_size(&self, height: usize, width: usize, num_frames: usize) -> crate::Result<()> {
         let (mh, mw) = self.size_multiple();
         ensure!(
             height >= mh && height.is_multiple_of(mh),
@@ -343,13 +331,14 @@ impl WanPipeline {
     }
 
     /// The whole run: denoise, then decode. Frames `[F, H, W, 3]` f32 in [0, 1].
-    pub fn generate(&self, args: &GenerateArgs, hooks: StepHooks<'_>) -> anyhow::Result<Tensor> {
-        let latents = self.denoise(args, hooks)?;
+    pub fn generate(&self, args: &GenerateArgs, ctx: &mut RunContext<'_>) -> crate::Result<Tensor> {
+        let latents = self.denoise(args, ctx)?;
         self.decode(&latents)
     }
 
     /// The denoising loop; returns the final (normalised) latents.
-    pub fn denoise(&self, args: &GenerateArgs, hooks: StepHooks<'_>) -> anyhow::Result<Tensor> {
+    /// Each step is one unit of `ctx`'s progress; its cancel flag is read before every step.
+    pub fn denoise(&self, args: &GenerateArgs, ctx: &mut RunContext<'_>) -> crate::Result<Tensor> {
         self.check_size(args.height, args.width, args.num_frames)?;
         ensure!(args.steps >= 1, "steps must be at least 1");
         let shape = self.latent_shape(
@@ -369,7 +358,7 @@ impl WanPipeline {
         let guided = args.guidance_scale > 1.0;
         let negative = match (guided, &args.negative_prompt_embeds) {
             (true, Some(n)) => Some(n.to_dtype(DType::F32)?),
-            (true, None) => anyhow::bail!(
+            (true, None) => crate::error::bail!(
                 "negative_prompt_embeds are required when guidance_scale > 1 (classifier-free guidance)"
             ),
             (false, _) => None,
@@ -378,7 +367,7 @@ impl WanPipeline {
         let condition = conditioning::Condition::prepare(self, args)?;
         let image_embeds = match (&self.transformer.config().image_dim, &args.image_embeds) {
             (Some(_), Some(e)) => Some(e.to_dtype(DType::F32)?),
-            (Some(_), None) => anyhow::bail!(
+            (Some(_), None) => crate::error::bail!(
                 "image_embeds are required: this checkpoint's transformer takes CLIP image tokens"
             ),
             (None, _) => None,
@@ -392,11 +381,8 @@ impl WanPipeline {
             .boundary_ratio
             .map(|r| r * num_train_timesteps(&scheduler) as f64);
         let mut latents = args.latents.to_dtype(DType::F32)?;
-        let (progress, cancel) = (hooks.progress, hooks.cancel);
-        for (i, &t) in timesteps.iter().enumerate() {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Cancelled.into());
-            }
+        for &t in &timesteps {
+            ctx.check_cancel()?;
             // A14B: the high-noise expert while t >= boundary, then the low-noise one.
             let (model, scale) = match (boundary, &self.transformer_2) {
                 (Some(b), Some(low)) if (t as f64) < b => {
@@ -425,13 +411,13 @@ impl WanPipeline {
             // (diffusers' type promotion). A no-op for f32.
             let noise_pred = noise_pred.to_dtype(latents.dtype())?;
             latents = scheduler.step(&noise_pred, &latents)?;
-            progress(i + 1, timesteps.len());
+            ctx.advance();
         }
         condition.finish(latents)
     }
 
     /// Normalised latents -> frames `[F, H, W, 3]` f32 in [0, 1] (diffusers' `output_type="np"`).
-    pub fn decode(&self, latents: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn decode(&self, latents: &Tensor) -> crate::Result<Tensor> {
         let z = self.vae.denormalize_latents(latents)?;
         let video = self.vae.decode(&z)?; // [1, 3, F, H, W] in [-1, 1]
         to_unit_frames(&video)
@@ -442,8 +428,8 @@ impl WanPipeline {
     pub fn decode_streaming(
         &self,
         latents: &Tensor,
-        sink: &mut dyn FnMut(Tensor) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+        sink: &mut dyn FnMut(Tensor) -> crate::Result<()>,
+    ) -> crate::Result<()> {
         let z = self.vae.denormalize_latents(latents)?;
         let (_, _, t, h, w) = z.dims5()?;
         let s = self.vae.config().scale_factor_spatial;
@@ -461,7 +447,7 @@ impl WanPipeline {
 }
 
 /// `[1, 3, F, H, W]` in [-1, 1] -> `[F, H, W, 3]` in [0, 1].
-fn to_unit_frames(video: &Tensor) -> anyhow::Result<Tensor> {
+fn to_unit_frames(video: &Tensor) -> crate::Result<Tensor> {
     let frames = video
         .squeeze(0)
         .context("decoded video must have batch 1")?

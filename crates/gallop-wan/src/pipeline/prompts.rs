@@ -26,7 +26,7 @@ struct Source {
 }
 
 impl Source {
-    fn load(&self) -> anyhow::Result<TextEncoder> {
+    fn load(&self) -> crate::Result<TextEncoder> {
         TextEncoder::from_model_dir_quantized(
             &self.model_dir,
             self.max_length,
@@ -54,7 +54,7 @@ impl Prompts {
         quantize: Option<Quantize>,
         release: bool,
         device: &Device,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::Result<Self> {
         let source = Source {
             model_dir,
             max_length,
@@ -77,7 +77,7 @@ impl Prompts {
     }
 
     /// A prompt's embeddings, from the cache or encoded (the encoder read back if released).
-    pub(super) fn encode(&self, prompt: &str) -> anyhow::Result<Tensor> {
+    pub(super) fn encode(&self, prompt: &str) -> crate::Result<Tensor> {
         if let Some(hit) = self.cached(prompt) {
             return Ok(hit);
         }

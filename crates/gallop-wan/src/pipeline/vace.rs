@@ -3,7 +3,7 @@
 //! VAE-encoded as one frame and prepended in time to the latents of an empty (zero) video; the
 //! mask is 0 on reference frames and 1 on the frames to generate.
 
-use anyhow::ensure;
+use crate::error::ensure;
 use candle_core::{DType, Device, Tensor};
 
 use super::WanPipeline;
@@ -16,7 +16,7 @@ pub(super) fn control(
     width: usize,
     num_frames: usize,
     conditioning_scale: f64,
-) -> anyhow::Result<(Tensor, Tensor)> {
+) -> crate::Result<(Tensor, Tensor)> {
     let device = pipe.device.clone();
     let vae = &pipe.vae;
     let z = vae.config().z_dim;
@@ -55,7 +55,7 @@ pub(super) fn control(
 
 /// `[1, 3, h, w]` in [-1, 1] scaled to fit `height` x `width` (aspect kept, bilinear as torch's
 /// `interpolate(mode="bilinear", align_corners=False)`), centred on white. Returns `[1, 3, H, W]`.
-pub fn fit_on_white(image: &Tensor, height: usize, width: usize) -> anyhow::Result<Tensor> {
+pub fn fit_on_white(image: &Tensor, height: usize, width: usize) -> crate::Result<Tensor> {
     let (_, c, h, w) = image.dims4()?;
     ensure!(c == 3, "reference image must have 3 channels, got {c}");
     let scale = f64::min(height as f64 / h as f64, width as f64 / w as f64);

@@ -1,7 +1,7 @@
 //! diffusers' `FlowMatchEulerDiscreteScheduler` (static shift, deterministic): Euler steps along
 //! the flow, `x += (sigma_next - sigma) * v`.
 
-use anyhow::ensure;
+use crate::error::ensure;
 use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
@@ -54,7 +54,7 @@ pub struct FlowMatchEulerScheduler {
 }
 
 impl FlowMatchEulerScheduler {
-    pub fn new(config: FlowMatchEulerConfig) -> anyhow::Result<Self> {
+    pub fn new(config: FlowMatchEulerConfig) -> crate::Result<Self> {
         ensure!(
             config.num_train_timesteps > 0,
             "FlowMatchEuler config: num_train_timesteps must be positive"
@@ -101,7 +101,7 @@ impl FlowMatchEulerScheduler {
 
     /// Another shift than the config's (the training ends are shifted again, as diffusers'
     /// constructor would with that shift).
-    pub fn set_shift(&mut self, shift: f64) -> anyhow::Result<()> {
+    pub fn set_shift(&mut self, shift: f64) -> crate::Result<()> {
         let fixed = self.fixed_sigmas.take();
         let config = FlowMatchEulerConfig {
             shift,
@@ -130,7 +130,7 @@ impl FlowMatchEulerScheduler {
         &self.sigmas
     }
 
-    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> anyhow::Result<()> {
+    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> crate::Result<()> {
         ensure!(
             num_inference_steps > 0,
             "num_inference_steps must be at least 1"
@@ -173,7 +173,7 @@ impl FlowMatchEulerScheduler {
         self.step_index = 0;
     }
 
-    pub fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> crate::Result<Tensor> {
         ensure!(
             !self.timesteps.is_empty(),
             "scheduler: call set_timesteps before step"

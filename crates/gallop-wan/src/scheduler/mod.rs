@@ -11,7 +11,7 @@ mod unipc_coefficients;
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use crate::error::{Context, bail};
 use candle_core::Tensor;
 
 pub use flow_euler::{FlowMatchEulerConfig, FlowMatchEulerScheduler};
@@ -27,7 +27,7 @@ pub enum Scheduler {
 
 impl Scheduler {
     /// Read `scheduler_config.json` from a scheduler folder (or the file itself).
-    pub fn from_dir(path: &Path) -> anyhow::Result<Self> {
+    pub fn from_dir(path: &Path) -> crate::Result<Self> {
         let file = if path.is_dir() {
             path.join("scheduler_config.json")
         } else {
@@ -39,7 +39,7 @@ impl Scheduler {
     }
 
     /// Parse a scheduler config; `_class_name` picks the scheduler.
-    pub fn from_json(text: &str) -> anyhow::Result<Self> {
+    pub fn from_json(text: &str) -> crate::Result<Self> {
         let value: serde_json::Value = serde_json::from_str(text)?;
         let class = value
             .get("_class_name")
@@ -59,7 +59,7 @@ impl Scheduler {
     }
 
     /// Build the schedule for `num_inference_steps` and reset the step state.
-    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> anyhow::Result<()> {
+    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> crate::Result<()> {
         match self {
             Self::UniPc(s) => s.set_timesteps(num_inference_steps),
             Self::FlowMatchEuler(s) => s.set_timesteps(num_inference_steps),
@@ -83,7 +83,7 @@ impl Scheduler {
     }
 
     /// Advance one step: the model's flow prediction at the current sample gives the next sample.
-    pub fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> crate::Result<Tensor> {
         match self {
             Self::UniPc(s) => s.step(model_output, sample),
             Self::FlowMatchEuler(s) => s.step(model_output, sample),

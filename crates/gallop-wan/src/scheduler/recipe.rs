@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::ensure;
+use crate::error::ensure;
 
 use super::{
     FlowMatchEulerConfig, FlowMatchEulerScheduler, Scheduler, UniPcConfig, UniPcScheduler,
@@ -67,7 +67,7 @@ pub struct ScheduleSettings {
 }
 
 /// Timesteps must be in (0, T] and strictly decreasing; the message names `field`.
-pub fn check_timesteps(field: &str, timesteps: &[f64], train: usize) -> anyhow::Result<()> {
+pub fn check_timesteps(field: &str, timesteps: &[f64], train: usize) -> crate::Result<()> {
     ensure!(
         !timesteps.is_empty(),
         "{field} must list at least one timestep"
@@ -89,7 +89,7 @@ pub fn check_timesteps(field: &str, timesteps: &[f64], train: usize) -> anyhow::
 
 impl Scheduler {
     /// The checkpoint's scheduler with `settings` applied.
-    pub fn with_settings(self, settings: &ScheduleSettings) -> anyhow::Result<Self> {
+    pub fn with_settings(self, settings: &ScheduleSettings) -> crate::Result<Self> {
         let train = self.num_train_timesteps();
         let shift = settings.shift.unwrap_or(self.shift());
         ensure!(shift > 0.0, "shift must be positive, got {shift}");

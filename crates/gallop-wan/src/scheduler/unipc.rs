@@ -4,7 +4,7 @@
 //! stored as float32 as diffusers stores it. The step coefficients are computed op by op in the
 //! tensors' float type, as diffusers does (see `unipc_coefficients`), and applied in that dtype.
 
-use anyhow::{Context, bail, ensure};
+use crate::error::{Context, bail, ensure};
 use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
@@ -62,7 +62,7 @@ impl Default for UniPcConfig {
 
 impl UniPcConfig {
     /// Reject every setting this port does not implement, naming the field and the rule.
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> crate::Result<()> {
         ensure!(
             self.prediction_type == "flow_prediction",
             "UniPC config: prediction_type {:?} is not supported: only \"flow_prediction\"",
@@ -150,7 +150,7 @@ pub struct UniPcScheduler {
 }
 
 impl UniPcScheduler {
-    pub fn new(config: UniPcConfig) -> anyhow::Result<Self> {
+    pub fn new(config: UniPcConfig) -> crate::Result<Self> {
         config.validate()?;
         let order = config.solver_order;
         Ok(Self {
@@ -167,7 +167,7 @@ impl UniPcScheduler {
     }
 
     /// Another flow shift than the config's.
-    pub fn set_shift(&mut self, shift: f64) -> anyhow::Result<()> {
+    pub fn set_shift(&mut self, shift: f64) -> crate::Result<()> {
         ensure!(shift > 0.0, "shift must be positive, got {shift}");
         self.config.flow_shift = shift;
         Ok(())
@@ -193,7 +193,7 @@ impl UniPcScheduler {
 
     /// Flow sigmas `linspace(1, 1/T, n+1)[:-1]`, shifted, the first nudged below 1 so log(alpha)
     /// stays finite; timesteps are `sigma * T` truncated to integers as diffusers' int64 cast does.
-    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> anyhow::Result<()> {
+    pub fn set_timesteps(&mut self, num_inference_steps: usize) -> crate::Result<()> {
         ensure!(
             num_inference_steps > 0,
             "num_inference_steps must be at least 1"
@@ -235,7 +235,7 @@ impl UniPcScheduler {
 
     /// One UniPC step: correct the incoming sample with this model output (UniC), then predict
     /// the next sample (UniP).
-    pub fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn step(&mut self, model_output: &Tensor, sample: &Tensor) -> crate::Result<Tensor> {
         ensure!(
             !self.timesteps.is_empty(),
             "scheduler: call set_timesteps before step"
@@ -280,7 +280,7 @@ impl UniPcScheduler {
     }
 
     /// The converted output `back` steps before the newest (0 = newest).
-    fn output(&self, back: usize) -> anyhow::Result<&Tensor> {
+    fn output(&self, back: usize) -> crate::Result<&Tensor> {
         self.model_outputs
             .iter()
             .rev()
@@ -299,7 +299,7 @@ impl UniPcScheduler {
     }
 
     /// UniP: extrapolate from the sample at sigma[i] to sigma[i+1].
-    fn predictor(&self, x: &Tensor, order: usize) -> anyhow::Result<Tensor> {
+    fn predictor(&self, x: &Tensor, order: usize) -> crate::Result<Tensor> {
         let i = self.step_index;
         let step = Step {
             sigma_t: self.sigmas[i + 1],
@@ -328,7 +328,7 @@ impl UniPcScheduler {
         model_t: &Tensor,
         last_sample: &Tensor,
         order: usize,
-    ) -> anyhow::Result<Tensor> {
+    ) -> crate::Result<Tensor> {
         let i = self.step_index;
         let step = Step {
             sigma_t: self.sigmas[i],

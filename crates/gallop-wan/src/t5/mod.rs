@@ -7,7 +7,7 @@ mod tokenizer;
 
 use std::path::Path;
 
-use anyhow::{Context, bail, ensure};
+use crate::error::{Context, bail, ensure};
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder, embedding};
 use serde::Deserialize;
@@ -59,7 +59,7 @@ enum Activation {
 }
 
 impl T5Config {
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> crate::Result<()> {
         ensure!(
             matches!(self.model_type.as_str(), "t5" | "umt5"),
             "text encoder config: model_type {:?} is not supported: must be \"t5\" or \"umt5\"",
@@ -88,7 +88,7 @@ impl T5Config {
     }
 
     /// Is the FFN gated (`wi_0`, `wi_1`) and which activation; as transformers parses it.
-    fn activation(&self) -> anyhow::Result<(bool, Activation)> {
+    fn activation(&self) -> crate::Result<(bool, Activation)> {
         let parts: Vec<&str> = self.feed_forward_proj.split('-').collect();
         let (gated, act) = match parts.as_slice() {
             [act] => (false, *act),
@@ -229,7 +229,7 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn new(config: &T5Config, vb: VarBuilder) -> anyhow::Result<Self> {
+    fn new(config: &T5Config, vb: VarBuilder) -> crate::Result<Self> {
         let (gated, act) = config.activation()?;
         let (d, ff) = (config.d_model, config.d_ff);
         let (wi_0, wi_1) = if gated {
@@ -310,7 +310,7 @@ pub struct T5Encoder {
 impl T5Encoder {
     /// Build from a `text_encoder/` folder: `config.json` plus safetensors (sharded or not). On
     /// the CPU `dtype` is the dtype the matrices and token table are held in; it computes in f32.
-    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> crate::Result<Self> {
         Self::from_dir_quantized(dir, dtype, None, device)
     }
 
@@ -320,7 +320,7 @@ impl T5Encoder {
         dtype: DType,
         quantize: Option<crate::quant::Quantize>,
         device: &Device,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::Result<Self> {
         let config: T5Config = crate::weights::read_config(dir)?;
         let vb = crate::weights::ComponentTensors::open(dir)?
             .with_quantize(quantize)
@@ -329,7 +329,7 @@ impl T5Encoder {
             .with_context(|| format!("loading text encoder from {}", dir.display()))
     }
 
-    pub fn new(config: T5Config, vb: VarBuilder) -> anyhow::Result<Self> {
+    pub fn new(config: T5Config, vb: VarBuilder) -> crate::Result<Self> {
         config.validate()?;
         // The token table is saved as `shared` (tied to `encoder.embed_tokens`); accept either.
         let embed_vb = if vb.contains_tensor("shared.weight")
@@ -399,7 +399,7 @@ impl T5Encoder {
 
     /// `last_hidden_state` for `input_ids` `(batch, len)` and `attention_mask` `(batch, len)`
     /// (1 = token, 0 = padding; padded keys are masked out, padded rows are still computed).
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> crate::Result<Tensor> {
         let (b, len) = input_ids
             .dims2()
             .context("input_ids must be (batch, length)")?;
@@ -449,7 +449,7 @@ impl T5Encoder {
 
 /// `gallop debug forward --component text-encoder`: `input_ids` and `attention_mask` (optional,
 /// all ones if absent) give `last_hidden_state`.
-pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> anyhow::Result<()> {
+pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> crate::Result<()> {
     let device = Device::Cpu;
     let tensors = candle_core::safetensors::load(inputs, &device)
         .with_context(|| format!("reading {}", inputs.display()))?;

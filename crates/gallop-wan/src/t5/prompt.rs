@@ -93,7 +93,7 @@ impl TextEncoder {
         max_length: usize,
         dtype: DType,
         device: &Device,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::Result<Self> {
         Self::from_model_dir_quantized(model_dir, max_length, dtype, None, device)
     }
 
@@ -104,7 +104,7 @@ impl TextEncoder {
         dtype: DType,
         quantize: Option<crate::quant::Quantize>,
         device: &Device,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::Result<Self> {
         Ok(Self {
             tokenizer: PromptTokenizer::from_path(&model_dir.join("tokenizer"), max_length)?,
             encoder: T5Encoder::from_dir_quantized(
@@ -118,7 +118,7 @@ impl TextEncoder {
 
     /// Clean, tokenize, encode; rows past each prompt's length are set to zero, as the pipelines
     /// do, so padding contributes nothing to cross-attention.
-    pub fn encode_prompts(&self, prompts: &[&str]) -> anyhow::Result<Tensor> {
+    pub fn encode_prompts(&self, prompts: &[&str]) -> crate::Result<Tensor> {
         let cleaned: Vec<String> = prompts.iter().map(|p| clean_prompt(p)).collect();
         let device = self.encoder_device();
         let tokens = self.tokenizer.tokenize(&cleaned, &device)?;
@@ -134,9 +134,9 @@ impl TextEncoder {
 }
 
 /// Keep the first `lengths[b]` rows of batch item `b` and zero the rest.
-pub fn zero_padding_rows(hidden: &Tensor, lengths: &[usize]) -> anyhow::Result<Tensor> {
+pub fn zero_padding_rows(hidden: &Tensor, lengths: &[usize]) -> crate::Result<Tensor> {
     let (b, len, _) = hidden.dims3()?;
-    anyhow::ensure!(
+    crate::error::ensure!(
         lengths.len() == b,
         "{} lengths for a batch of {b}",
         lengths.len()

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, anyhow, ensure};
+use crate::error::{Context, ensure};
 use candle_core::{Device, Tensor};
 use tokenizers::{
     PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
@@ -26,18 +26,19 @@ pub struct PromptTokenizer {
 impl PromptTokenizer {
     /// Load `tokenizer.json` from a `tokenizer/` folder (or the file itself); every prompt is
     /// truncated and padded to `max_length` tokens (Wan: 512) with the `<pad>` token.
-    pub fn from_path(path: &Path, max_length: usize) -> anyhow::Result<Self> {
+    pub fn from_path(path: &Path, max_length: usize) -> crate::Result<Self> {
         let file = if path.is_dir() {
             path.join("tokenizer.json")
         } else {
             path.to_path_buf()
         };
-        let tokenizer = Tokenizer::from_file(&file)
-            .map_err(|e| anyhow!("reading tokenizer {}: {e}", file.display()))?;
+        let tokenizer = Tokenizer::from_file(&file).map_err(|e| {
+            crate::Error::Invalid(format!("reading tokenizer {}: {e}", file.display()))
+        })?;
         Self::new(tokenizer, max_length)
     }
 
-    pub fn new(mut tokenizer: Tokenizer, max_length: usize) -> anyhow::Result<Self> {
+    pub fn new(mut tokenizer: Tokenizer, max_length: usize) -> crate::Result<Self> {
         ensure!(max_length > 0, "tokenizer: max_length must be positive");
         let pad_id = tokenizer
             .token_to_id("<pad>")
@@ -57,7 +58,7 @@ impl PromptTokenizer {
                 stride: 0,
                 direction: TruncationDirection::Right,
             }))
-            .map_err(|e| anyhow!("tokenizer: {e}"))?;
+            .map_err(|e| crate::Error::Invalid(format!("tokenizer: {e}")))?;
         Ok(Self {
             tokenizer,
             max_length,
@@ -70,15 +71,11 @@ impl PromptTokenizer {
 
     /// Tokenize already-cleaned prompts with the special tokens (`</s>` at the end; kept when
     /// truncating, as transformers does).
-    pub fn tokenize(
-        &self,
-        prompts: &[String],
-        device: &Device,
-    ) -> anyhow::Result<TokenizedPrompts> {
+    pub fn tokenize(&self, prompts: &[String], device: &Device) -> crate::Result<TokenizedPrompts> {
         let encodings = self
             .tokenizer
             .encode_batch(prompts.to_vec(), true)
-            .map_err(|e| anyhow!("tokenizing prompts: {e}"))?;
+            .map_err(|e| crate::Error::Invalid(format!("tokenizing prompts: {e}")))?;
         let b = encodings.len();
         let mut ids = Vec::with_capacity(b * self.max_length);
         let mut mask = Vec::with_capacity(b * self.max_length);

@@ -102,11 +102,11 @@ fn default_vace_in_channels() -> usize {
 }
 
 impl TransformerConfig {
-    pub fn class(&self) -> anyhow::Result<TransformerClass> {
+    pub fn class(&self) -> crate::Result<TransformerClass> {
         match self.class_name.as_str() {
             "WanTransformer3DModel" => Ok(TransformerClass::Plain),
             "WanVACETransformer3DModel" => Ok(TransformerClass::Vace),
-            other => anyhow::bail!(
+            other => crate::error::bail!(
                 "_class_name {other:?} is not supported: expected WanTransformer3DModel or WanVACETransformer3DModel"
             ),
         }
@@ -126,8 +126,8 @@ impl TransformerConfig {
     }
 
     /// Reject configs the model cannot be built from, naming the field and the rule.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        use anyhow::ensure;
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::ensure;
         let class = self.class()?;
         ensure!(
             self.patch_size.len() == 3 && self.patch_size.iter().all(|&p| p > 0),

@@ -121,13 +121,13 @@ impl ImageEmbedder {
         })
     }
 
-    fn forward(&self, image: &Tensor) -> anyhow::Result<Tensor> {
+    fn forward(&self, image: &Tensor) -> crate::Result<Tensor> {
         let mut x = image.clone();
         if let Some(pos) = &self.pos_embed {
             // Pairs of images (first, last frame) become one sequence of twice the length.
             let (n, len, dim) = image.dims3()?;
             let positions = pos.dim(1)?;
-            anyhow::ensure!(
+            crate::error::ensure!(
                 n % 2 == 0 && 2 * len == positions,
                 "encoder_hidden_states_image must be [2*batch, {}, {dim}] (first and last frame) \
                  for a pos_embed of {positions} positions, got {:?}",
@@ -200,11 +200,13 @@ impl ConditionEmbedder {
         timestep: &Tensor,
         text: &Tensor,
         image: Option<&Tensor>,
-    ) -> anyhow::Result<Conditions> {
+    ) -> crate::Result<Conditions> {
         let (b, t) = match timestep.dims() {
             [b] => (*b, 1),
             [b, t] => (*b, *t),
-            other => anyhow::bail!("timestep must be [batch] or [batch, tokens], got {other:?}"),
+            other => {
+                crate::error::bail!("timestep must be [batch] or [batch, tokens], got {other:?}")
+            }
         };
         let features = timestep_features(timestep, self.freq_dim)?;
         let temb = self
@@ -221,7 +223,7 @@ impl ConditionEmbedder {
             .forward(&self.text_1.forward(&text.to_dtype(dtype)?)?.gelu()?)?;
         let image = match (image, &self.image) {
             (Some(img), Some(embedder)) => Some(embedder.forward(&img.to_dtype(dtype)?)?),
-            (Some(_), None) => anyhow::bail!(
+            (Some(_), None) => crate::error::bail!(
                 "encoder_hidden_states_image was given but this checkpoint has no image_dim (no image branch)"
             ),
             (None, _) => None,

@@ -14,7 +14,7 @@ mod rope;
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::Context;
 use candle_core::{DType, Device, Tensor};
 
 pub use attention::{AttentionTiling, attention};
@@ -24,7 +24,7 @@ pub use model::{TransformerInputs, WanTransformer, WeightChanges};
 
 /// `gallop debug forward --component transformer`: inputs named as diffusers' forward arguments,
 /// output `sample`. Runs in f32 on the CPU.
-pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> anyhow::Result<()> {
+pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> crate::Result<()> {
     let device = Device::Cpu;
     let model = WanTransformer::load(model_dir, DType::F32, &device)?;
     let tensors = candle_core::safetensors::load(inputs, &device)
@@ -38,7 +38,7 @@ pub fn debug_forward(model_dir: &Path, inputs: &Path, output: &Path) -> anyhow::
 }
 
 /// Build the forward arguments from tensors named as diffusers names them.
-pub fn inputs_from_tensors(mut t: HashMap<String, Tensor>) -> anyhow::Result<TransformerInputs> {
+pub fn inputs_from_tensors(mut t: HashMap<String, Tensor>) -> crate::Result<TransformerInputs> {
     const KNOWN: [&str; 6] = [
         "hidden_states",
         "timestep",
@@ -48,7 +48,7 @@ pub fn inputs_from_tensors(mut t: HashMap<String, Tensor>) -> anyhow::Result<Tra
         "control_hidden_states_scale",
     ];
     if let Some(unknown) = t.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        anyhow::bail!("unknown transformer input {unknown:?}: expected one of {KNOWN:?}");
+        crate::error::bail!("unknown transformer input {unknown:?}: expected one of {KNOWN:?}");
     }
     let mut required = |name: &str| {
         t.remove(name)
@@ -57,13 +57,12 @@ pub fn inputs_from_tensors(mut t: HashMap<String, Tensor>) -> anyhow::Result<Tra
     let hidden_states = required("hidden_states")?.to_dtype(DType::F32)?;
     let timestep = required("timestep")?.to_dtype(DType::F32)?;
     let encoder_hidden_states = required("encoder_hidden_states")?.to_dtype(DType::F32)?;
-    let optional =
-        |t: &mut HashMap<String, Tensor>, name: &str| -> anyhow::Result<Option<Tensor>> {
-            Ok(match t.remove(name) {
-                Some(x) => Some(x.to_dtype(DType::F32)?),
-                None => None,
-            })
-        };
+    let optional = |t: &mut HashMap<String, Tensor>, name: &str| -> crate::Result<Option<Tensor>> {
+        Ok(match t.remove(name) {
+            Some(x) => Some(x.to_dtype(DType::F32)?),
+            None => None,
+        })
+    };
     Ok(TransformerInputs {
         encoder_hidden_states_image: optional(&mut t, "encoder_hidden_states_image")?,
         control_hidden_states: optional(&mut t, "control_hidden_states")?,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, ensure};
+use crate::error::{Context, ensure};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
@@ -86,7 +86,7 @@ impl WanTransformer {
     /// Load from a component folder (`config.json` + safetensors, one file or sharded); any float
     /// weight dtype is converted to `dtype`. On the CPU `dtype` is the dtype the Linear weights are
     /// held in and the model computes in f32 ([`crate::weights::compute_dtype`]).
-    pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+    pub fn load(model_dir: &Path, dtype: DType, device: &Device) -> crate::Result<Self> {
         Self::load_with(model_dir, dtype, &WeightChanges::default(), device)
     }
 
@@ -98,7 +98,7 @@ impl WanTransformer {
         dtype: DType,
         changes: &WeightChanges,
         device: &Device,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::Result<Self> {
         let config: TransformerConfig = crate::weights::read_config(model_dir)?;
         let tensors = crate::weights::ComponentTensors::open(model_dir)?;
         let component = format!("transformer in {}", model_dir.display());
@@ -120,7 +120,7 @@ impl WanTransformer {
         &self.lora_summaries
     }
 
-    pub fn new(config: TransformerConfig, vb: VarBuilder) -> anyhow::Result<Self> {
+    pub fn new(config: TransformerConfig, vb: VarBuilder) -> crate::Result<Self> {
         config.validate()?;
         let dim = config.inner_dim();
         let patch = config.patch();
@@ -189,7 +189,7 @@ impl WanTransformer {
     }
 
     /// The denoiser's prediction `sample`, shaped [b, out_channels, frames, height, width].
-    pub fn forward(&self, inputs: &TransformerInputs) -> anyhow::Result<Tensor> {
+    pub fn forward(&self, inputs: &TransformerInputs) -> crate::Result<Tensor> {
         let cfg = &self.config;
         let x = &inputs.hidden_states;
         let (b, c, f, h, w) = x
@@ -268,7 +268,7 @@ impl WanTransformer {
         inputs: &TransformerInputs,
         batch: usize,
         tokens: usize,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         let cfg = &self.config;
         match inputs.timestep.dims() {
             [b] => ensure!(*b == batch, "timestep has {b} entries for batch {batch}"),
@@ -283,7 +283,9 @@ impl WanTransformer {
                     "per-token timesteps are not supported by WanVACETransformer3DModel; pass timestep as [batch]"
                 );
             }
-            other => anyhow::bail!("timestep must be [batch] or [batch, tokens], got {other:?}"),
+            other => {
+                crate::error::bail!("timestep must be [batch] or [batch, tokens], got {other:?}")
+            }
         }
         let (tb, tn, td) = inputs
             .encoder_hidden_states
@@ -318,7 +320,7 @@ impl WanTransformer {
                     "encoder_hidden_states_image has batch {ib}, expected {expected}"
                 );
             }
-            (Some(_), None) => anyhow::bail!(
+            (Some(_), None) => crate::error::bail!(
                 "encoder_hidden_states_image was given but the checkpoint has no image_dim (no image branch)"
             ),
             (None, _) => {
@@ -370,9 +372,11 @@ impl WanTransformer {
                 }
             }
             (Some(_), None) => {
-                anyhow::bail!("control_hidden_states is required by WanVACETransformer3DModel")
+                crate::error::bail!(
+                    "control_hidden_states is required by WanVACETransformer3DModel"
+                )
             }
-            (None, Some(_)) => anyhow::bail!(
+            (None, Some(_)) => crate::error::bail!(
                 "control_hidden_states was given but the checkpoint is not WanVACETransformer3DModel"
             ),
             (None, None) => {}
@@ -387,7 +391,7 @@ impl WanTransformer {
         x: &Tensor,
         inputs: &TransformerInputs,
         ctx: &BlockContext,
-    ) -> anyhow::Result<Vec<Tensor>> {
+    ) -> crate::Result<Vec<Tensor>> {
         let control = inputs
             .control_hidden_states
             .as_ref()

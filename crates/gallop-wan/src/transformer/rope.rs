@@ -27,10 +27,10 @@ impl Rope {
         &self,
         grid: (usize, usize, usize),
         device: &Device,
-    ) -> anyhow::Result<(Tensor, Tensor)> {
+    ) -> crate::Result<(Tensor, Tensor)> {
         let (f, h, w) = grid;
         for (axis, n) in [("frames", f), ("height", h), ("width", w)] {
-            anyhow::ensure!(
+            crate::error::ensure!(
                 n <= self.max_seq_len,
                 "patched {axis} {n} exceeds rope_max_seq_len {}",
                 self.max_seq_len

@@ -13,7 +13,7 @@ mod tiling;
 
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::Context;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
@@ -101,23 +101,23 @@ fn default_latents_std() -> Vec<f64> {
 
 impl VaeConfig {
     /// Reject configs this port does not build, naming the field and the rule.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::error::ensure!(
             !self.dim_mult.is_empty(),
             "vae config: dim_mult must not be empty"
         );
-        anyhow::ensure!(
+        crate::error::ensure!(
             self.temperal_downsample.len() + 1 >= self.dim_mult.len(),
             "vae config: temperal_downsample needs {} entries (len(dim_mult) - 1), has {}",
             self.dim_mult.len() - 1,
             self.temperal_downsample.len()
         );
-        anyhow::ensure!(
+        crate::error::ensure!(
             self.attn_scales.is_empty(),
             "vae config: attn_scales must be [] (no encoder attention in Wan VAEs), got {:?}",
             self.attn_scales
         );
-        anyhow::ensure!(
+        crate::error::ensure!(
             self.latents_mean.len() == self.z_dim && self.latents_std.len() == self.z_dim,
             "vae config: latents_mean and latents_std must have z_dim = {} entries, have {} and {}",
             self.z_dim,
@@ -125,7 +125,7 @@ impl VaeConfig {
             self.latents_std.len()
         );
         let patch = self.patch();
-        anyhow::ensure!(
+        crate::error::ensure!(
             patch >= 1 && self.scale_factor_spatial.is_multiple_of(patch),
             "vae config: scale_factor_spatial ({}) must be a multiple of patch_size ({patch})",
             self.scale_factor_spatial
@@ -150,7 +150,7 @@ pub struct AutoencoderKLWan {
 }
 
 impl AutoencoderKLWan {
-    pub fn new(config: VaeConfig, vb: VarBuilder) -> anyhow::Result<Self> {
+    pub fn new(config: VaeConfig, vb: VarBuilder) -> crate::Result<Self> {
         config.validate()?;
         let z = config.z_dim;
         Ok(Self {
@@ -164,7 +164,7 @@ impl AutoencoderKLWan {
     }
 
     /// Load from a diffusers component folder (`config.json` + safetensors).
-    pub fn load(dir: &Path, dtype: DType, device: &Device) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> crate::Result<Self> {
         let config: VaeConfig = crate::weights::read_config(dir)?;
         let vb = crate::weights::read_var_builder(dir, dtype, device)?;
         Self::new(config, vb).with_context(|| format!("loading the VAE from {}", dir.display()))
@@ -176,7 +176,7 @@ impl AutoencoderKLWan {
 
     /// `sample` `[B, 3, F, H, W]` in [-1, 1] -> latents `[B, z, 1 + (F-1)/4, H/s, W/s]`, the
     /// posterior mode (not normalised). Tiled above [`AUTO_TILE_PIXELS`].
-    pub fn encode(&self, sample: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn encode(&self, sample: &Tensor) -> crate::Result<Tensor> {
         let (_, _, _, h, w) = sample.dims5()?;
         let tiles = (h * w > AUTO_TILE_PIXELS).then_some(&self.auto_tiles);
         self.encode_with(sample, tiles)
@@ -188,22 +188,22 @@ impl AutoencoderKLWan {
         &self,
         sample: &Tensor,
         tiles: Option<&TileConfig>,
-    ) -> anyhow::Result<Tensor> {
+    ) -> crate::Result<Tensor> {
         let (_, c, frames, h, w) = sample
             .dims5()
             .context("vae encode: sample must be [B, C, F, H, W]")?;
         let cfg = &self.config;
         let patch = cfg.patch();
-        anyhow::ensure!(
+        crate::error::ensure!(
             c * patch * patch == cfg.in_channels,
             "vae encode: sample has {c} channels, the VAE takes {}",
             cfg.in_channels / (patch * patch)
         );
-        anyhow::ensure!(
+        crate::error::ensure!(
             frames >= 1,
             "vae encode: sample must have at least one frame"
         );
-        anyhow::ensure!(
+        crate::error::ensure!(
             h % cfg.scale_factor_spatial == 0 && w % cfg.scale_factor_spatial == 0,
             "vae encode: height and width ({h}x{w}) must be multiples of {}",
             cfg.scale_factor_spatial
@@ -238,7 +238,7 @@ impl AutoencoderKLWan {
 
     /// `latents` `[B, z, T, h, w]` (not normalised) -> `sample` `[B, 3, 1 + 4(T-1), H, W]` clamped
     /// to [-1, 1]. Tiled above [`AUTO_TILE_PIXELS`].
-    pub fn decode(&self, latents: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn decode(&self, latents: &Tensor) -> crate::Result<Tensor> {
         let (_, _, _, h, w) = latents.dims5()?;
         let s = self.config.scale_factor_spatial;
         let tiles = (h * s * w * s > AUTO_TILE_PIXELS).then_some(&self.auto_tiles);
@@ -250,16 +250,16 @@ impl AutoencoderKLWan {
         &self,
         latents: &Tensor,
         tiles: Option<&TileConfig>,
-    ) -> anyhow::Result<Tensor> {
+    ) -> crate::Result<Tensor> {
         let (_, z, t, h, w) = latents
             .dims5()
             .context("vae decode: latents must be [B, z, T, h, w]")?;
-        anyhow::ensure!(
+        crate::error::ensure!(
             z == self.config.z_dim,
             "vae decode: latents have {z} channels, z_dim is {}",
             self.config.z_dim
         );
-        anyhow::ensure!(t >= 1, "vae decode: latents must have at least one frame");
+        crate::error::ensure!(t >= 1, "vae decode: latents must have at least one frame");
         let s = self.config.scale_factor_spatial;
         if let Some(tiles) = tiles
             && (w > tiles.min_width / s || h > tiles.min_height / s)
@@ -334,15 +334,15 @@ pub struct DecodeStream<'a> {
 impl DecodeStream<'_> {
     /// `latent` `[B, z, 1, h, w]` -> the frames it completes, `[B, 3, n, H, W]` in [-1, 1]
     /// (n = 1 for the first latent frame, 4 after).
-    pub fn push(&mut self, latent: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn push(&mut self, latent: &Tensor) -> crate::Result<Tensor> {
         let (_, z, t, _, _) = latent
             .dims5()
             .context("vae decode: latent must be [B, z, 1, h, w]")?;
-        anyhow::ensure!(
+        crate::error::ensure!(
             t == 1,
             "vae decode stream: push one latent frame at a time, got {t}"
         );
-        anyhow::ensure!(
+        crate::error::ensure!(
             z == self.vae.config.z_dim,
             "vae decode: latents have {z} channels, z_dim is {}",
             self.vae.config.z_dim
@@ -391,14 +391,14 @@ fn unpatchify(x: &Tensor, p: usize) -> Result<Tensor> {
 }
 
 /// `gallop debug forward --component vae-encode`: `sample` -> `latents` (mode, not normalised).
-pub fn debug_forward_encode(model_dir: &Path, inputs: &Path, output: &Path) -> anyhow::Result<()> {
+pub fn debug_forward_encode(model_dir: &Path, inputs: &Path, output: &Path) -> crate::Result<()> {
     debug_run(model_dir, inputs, output, "sample", "latents", |vae, x| {
         vae.encode(x)
     })
 }
 
 /// `gallop debug forward --component vae-decode`: `latents` -> `sample`.
-pub fn debug_forward_decode(model_dir: &Path, inputs: &Path, output: &Path) -> anyhow::Result<()> {
+pub fn debug_forward_decode(model_dir: &Path, inputs: &Path, output: &Path) -> crate::Result<()> {
     debug_run(model_dir, inputs, output, "latents", "sample", |vae, z| {
         vae.decode(z)
     })
@@ -410,8 +410,8 @@ fn debug_run(
     output: &Path,
     input_name: &str,
     output_name: &str,
-    run: impl Fn(&AutoencoderKLWan, &Tensor) -> anyhow::Result<Tensor>,
-) -> anyhow::Result<()> {
+    run: impl Fn(&AutoencoderKLWan, &Tensor) -> crate::Result<Tensor>,
+) -> crate::Result<()> {
     let device = Device::Cpu;
     let vae = AutoencoderKLWan::load(model_dir, DType::F32, &device)?;
     let tensors = candle_core::safetensors::load(inputs, &device)

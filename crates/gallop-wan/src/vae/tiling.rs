@@ -55,7 +55,7 @@ pub(super) fn decode(
     vae: &AutoencoderKLWan,
     latents: &Tensor,
     tiles: &TileConfig,
-) -> anyhow::Result<Tensor> {
+) -> crate::Result<Tensor> {
     let z = frames_major(latents)?;
     let (_, frames, _, height, width) = z.dims5()?;
     let s = vae.config.scale_factor_spatial;

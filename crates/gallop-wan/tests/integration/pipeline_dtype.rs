@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
-use gallop_wan::pipeline::{GenerateArgs, StepHooks, WanPipeline, gaussian_noise, image_to_tensor};
+use gallop_engine::{RunContext, discard_frames};
+use gallop_wan::pipeline::{GenerateArgs, WanPipeline, gaussian_noise, image_to_tensor};
 
 fn model(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,11 +65,10 @@ fn frames_of(case: &str, model_dir: &Path, dtype: DType) -> Tensor {
         conditioning_scale: 1.0,
     };
     let cancel = AtomicBool::new(false);
-    let hooks = StepHooks {
-        progress: &mut |_, _| {},
-        cancel: &cancel,
-    };
-    let latents = pipeline.denoise(&args, hooks).unwrap();
+    let mut progress = |_| {};
+    let mut discard = discard_frames;
+    let mut ctx = RunContext::new(&mut progress, &cancel, &mut discard);
+    let latents = pipeline.denoise(&args, &mut ctx).unwrap();
     assert_eq!(latents.dtype(), DType::F32, "latents stay f32");
     let frames = pipeline.decode(&latents).unwrap();
     assert_eq!(frames.dtype(), DType::F32, "frames come back f32");

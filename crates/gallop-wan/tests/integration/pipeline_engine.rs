@@ -9,13 +9,22 @@ use std::sync::atomic::AtomicBool;
 use candle_core::Device;
 use gallop_api::{GenerationRequest, Geometry, ModelId, Resolution};
 use gallop_engine::{Engine, EngineError, EngineInput, Progress, RunContext};
-use gallop_wan::{WanEngine, WanSettings};
+use gallop_wan::{WanDebug, WanEngine, WanSettings};
 use image::RgbImage;
 
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/pipelines")
         .join(name)
+}
+
+/// Loads the checkpoint in `dir` with `settings` and the debug overrides `debug`.
+fn load(dir: &Path, settings: WanSettings, debug: WanDebug) -> gallop_wan::Result<WanEngine> {
+    let settings = WanSettings {
+        model_dir: Some(dir.to_path_buf()),
+        ..settings
+    };
+    Ok(WanEngine::load(settings)?.with_debug(debug))
 }
 
 fn request(negative: &str) -> GenerationRequest {
@@ -59,11 +68,7 @@ fn run(
             frames.push(f);
             Ok(())
         };
-        let mut ctx = RunContext {
-            progress: &mut on_progress,
-            cancel: &cancel,
-            sink: &mut sink,
-        };
+        let mut ctx = RunContext::new(&mut on_progress, &cancel, &mut sink);
         engine.generate(&input, &mut ctx)
     };
     (result, frames, progress)
@@ -77,13 +82,17 @@ fn test_path_reproduces_diffusers_frames() {
     let settings = WanSettings {
         steps: Some(3),
         guidance: Some(5.0),
-        size: Some((64, 32)),
+        ..Default::default()
+    };
+    let debug = WanDebug {
+        width: Some(64),
+        height: Some(32),
         num_frames: Some(5),
         init_noise: Some(dir.join("inputs.safetensors")),
         dump_frames: Some(dump_path.clone()),
         ..Default::default()
     };
-    let engine = WanEngine::load(&dir.join("model"), settings).unwrap();
+    let engine = load(&dir.join("model"), settings, debug).unwrap();
     let info = engine.info();
     assert_eq!(info.engine, "wan");
     assert_eq!(
@@ -150,11 +159,14 @@ fn seed_drives_the_noise_and_output_is_resized_to_the_geometry() {
     let settings = WanSettings {
         steps: Some(2),
         guidance: Some(1.0),
-        size: Some((64, 32)),
-        num_frames: None,
         ..Default::default()
     };
-    let engine = WanEngine::load(&dir.join("model"), settings).unwrap();
+    let debug = WanDebug {
+        width: Some(64),
+        height: Some(32),
+        ..Default::default()
+    };
+    let engine = load(&dir.join("model"), settings, debug).unwrap();
     let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
     // 12 output frames at 24 fps from 13 generated at the 5B family's native 24 fps,
     // resized from 64x32 to 80x40.
@@ -183,11 +195,15 @@ fn cancel_is_reported_as_cancelled() {
     let dir = case_dir("ti2v");
     let settings = WanSettings {
         steps: Some(2),
-        size: Some((64, 32)),
+        ..Default::default()
+    };
+    let debug = WanDebug {
+        width: Some(64),
+        height: Some(32),
         num_frames: Some(5),
         ..Default::default()
     };
-    let engine = WanEngine::load(&dir.join("model"), settings).unwrap();
+    let engine = load(&dir.join("model"), settings, debug).unwrap();
     let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
     let geometry = Geometry {
         width: 64,
@@ -203,7 +219,12 @@ fn cancel_is_reported_as_cancelled() {
 #[test]
 fn seeds_geometry_maps_to_native_size_and_frames() {
     let dir = case_dir("ti2v");
-    let engine = WanEngine::load(&dir.join("model"), WanSettings::default()).unwrap();
+    let engine = load(
+        &dir.join("model"),
+        WanSettings::default(),
+        WanDebug::default(),
+    )
+    .unwrap();
     // 720P 16:9 on a Wan2.2-5B-style checkpoint: 1280x704 (multiples of 32), 73 frames at 24 fps
     // for 3 s.
     assert_eq!(engine.generation_size(1280, 720), (1280, 704));
@@ -212,7 +233,12 @@ fn seeds_geometry_maps_to_native_size_and_frames() {
     let (w, h) = engine.generation_size(1920, 1080);
     assert!(w * h <= 1280 * 704 && w % 32 == 0 && h % 32 == 0, "{w}x{h}");
     // A 16 fps family (Wan2.1 VAE): 3 s -> 49 frames.
-    let a14b = WanEngine::load(&case_dir("a14b").join("model"), WanSettings::default()).unwrap();
+    let a14b = load(
+        &case_dir("a14b").join("model"),
+        WanSettings::default(),
+        WanDebug::default(),
+    )
+    .unwrap();
     assert_eq!(a14b.generation_frames(72, 24), 49);
     assert_eq!(a14b.generation_size(1280, 720), (1280, 720));
 }
@@ -220,7 +246,12 @@ fn seeds_geometry_maps_to_native_size_and_frames() {
 #[test]
 fn wrong_model_for_checkpoint_is_refused() {
     let dir = case_dir("t2v");
-    let engine = WanEngine::load(&dir.join("model"), WanSettings::default()).unwrap();
+    let engine = load(
+        &dir.join("model"),
+        WanSettings::default(),
+        WanDebug::default(),
+    )
+    .unwrap();
     let image = RgbImage::new(48, 32);
     let geometry = Geometry {
         width: 48,
@@ -248,14 +279,18 @@ fn r2v_references_reproduce_diffusers_frames() {
     let settings = WanSettings {
         steps: Some(3),
         guidance: Some(4.0),
-        size: Some((48, 32)),
-        num_frames: Some(9),
-        init_noise: Some(dir.join("inputs.safetensors")),
-        dump_frames: Some(dump_path.clone()),
         conditioning_scale: call["conditioning_scale"].as_f64(),
         ..Default::default()
     };
-    let engine = WanEngine::load(&case_dir("vace").join("model"), settings).unwrap();
+    let debug = WanDebug {
+        width: Some(48),
+        height: Some(32),
+        num_frames: Some(9),
+        init_noise: Some(dir.join("inputs.safetensors")),
+        dump_frames: Some(dump_path.clone()),
+        ..Default::default()
+    };
+    let engine = load(&case_dir("vace").join("model"), settings, debug).unwrap();
     let refs = [
         image::open(dir.join("ref0.png")).unwrap().to_rgb8(),
         image::open(dir.join("ref1.png")).unwrap().to_rgb8(),
@@ -283,11 +318,7 @@ fn r2v_references_reproduce_diffusers_frames() {
             frames.push(f);
             Ok(())
         };
-        let mut ctx = RunContext {
-            progress: &mut on_progress,
-            cancel: &cancel,
-            sink: &mut sink,
-        };
+        let mut ctx = RunContext::new(&mut on_progress, &cancel, &mut sink);
         engine.generate(&input, &mut ctx).unwrap();
     }
     assert_eq!(frames.len(), 9);
@@ -326,13 +357,17 @@ fn a14b_run(guidance_2: Option<f64>) -> f32 {
         steps: Some(call["num_inference_steps"].as_u64().unwrap() as usize),
         guidance: call["guidance_scale"].as_f64(),
         guidance_2,
-        size: Some((48, 32)),
+        ..Default::default()
+    };
+    let debug = WanDebug {
+        width: Some(48),
+        height: Some(32),
         num_frames: Some(5),
         init_noise: Some(dir.join("inputs.safetensors")),
         dump_frames: Some(dump_path.clone()),
         ..Default::default()
     };
-    let engine = WanEngine::load(&dir.join("model"), settings).unwrap();
+    let engine = load(&dir.join("model"), settings, debug).unwrap();
     let image = image::open(dir.join("image.png")).unwrap().to_rgb8();
     let mut request = request(call["negative_prompt"].as_str().unwrap());
     request.prompt = call["prompt"].as_str().unwrap().to_string();
@@ -372,7 +407,7 @@ fn a14b_guidance_2_reaches_the_second_expert() {
 #[test]
 fn guidance_defaults_follow_the_recipes() {
     let a14b = case_dir("a14b").join("model");
-    let engine = WanEngine::load(&a14b, WanSettings::default()).unwrap();
+    let engine = load(&a14b, WanSettings::default(), WanDebug::default()).unwrap();
     assert_eq!(engine.guidance_scales(), (3.5, Some(3.5)));
     assert_eq!(engine.steps(), 40);
     let with = |guidance, guidance_2| {
@@ -381,13 +416,19 @@ fn guidance_defaults_follow_the_recipes() {
             guidance_2,
             ..Default::default()
         };
-        WanEngine::load(&a14b, settings).unwrap().guidance_scales()
+        let debug = WanDebug::default();
+        load(&a14b, settings, debug).unwrap().guidance_scales()
     };
     assert_eq!(with(Some(5.0), None), (5.0, Some(5.0)));
     assert_eq!(with(None, Some(2.0)), (3.5, Some(2.0)));
     assert_eq!(with(Some(4.0), Some(2.0)), (4.0, Some(2.0)));
 
-    let ti2v = WanEngine::load(&case_dir("ti2v").join("model"), WanSettings::default()).unwrap();
+    let ti2v = load(
+        &case_dir("ti2v").join("model"),
+        WanSettings::default(),
+        WanDebug::default(),
+    )
+    .unwrap();
     assert_eq!(ti2v.guidance_scales(), (5.0, None));
     assert_eq!(ti2v.steps(), 50);
 }
@@ -398,7 +439,8 @@ fn guidance_2_is_refused_where_it_cannot_apply() {
         guidance_2: Some(2.0),
         ..Default::default()
     };
-    let err = WanEngine::load(&case_dir("ti2v").join("model"), settings)
+    let debug = WanDebug::default();
+    let err = load(&case_dir("ti2v").join("model"), settings, debug)
         .err()
         .expect("a one-transformer checkpoint refuses guidance_2")
         .to_string();
@@ -413,7 +455,8 @@ fn guidance_2_is_refused_where_it_cannot_apply() {
         guidance_2: Some(3.0),
         ..Default::default()
     };
-    let err = WanEngine::load(&case_dir("a14b").join("model"), settings)
+    let debug = WanDebug::default();
+    let err = load(&case_dir("a14b").join("model"), settings, debug)
         .err()
         .expect("guidance_2 without guidance is refused")
         .to_string();

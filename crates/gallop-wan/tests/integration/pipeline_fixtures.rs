@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
-use gallop_wan::pipeline::{GenerateArgs, StepHooks, WanPipeline, image_to_tensor};
+use gallop_engine::{Progress, RunContext, discard_frames};
+use gallop_wan::pipeline::{GenerateArgs, WanPipeline, image_to_tensor};
 
 fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -108,13 +109,12 @@ fn check_case(name: &str) {
 pub(crate) fn check_loaded_case(name: &str, case: &Case) -> Tensor {
     let cancel = AtomicBool::new(false);
     let mut steps_seen = Vec::new();
-    let mut progress = |done: usize, total: usize| steps_seen.push((done, total));
-    let hooks = StepHooks {
-        progress: &mut progress,
-        cancel: &cancel,
-    };
-    let latents = case.pipeline.denoise(&case.args, hooks).unwrap();
+    let mut progress = |p: Progress| steps_seen.push((p.step as usize, p.total as usize));
     let n = case.args.steps;
+    let mut discard = discard_frames;
+    let mut ctx = RunContext::new(&mut progress, &cancel, &mut discard);
+    ctx.plan(n as u32);
+    let latents = case.pipeline.denoise(&case.args, &mut ctx).unwrap();
     assert_eq!(steps_seen, (1..=n).map(|i| (i, n)).collect::<Vec<_>>());
     // diffusers' `output_type="latent"` keeps VACE's reference frames in front; the decoded
     // video does not.
@@ -181,11 +181,10 @@ fn ti2v_from_prompt_text_matches_diffusers() {
     case.args.prompt_embeds = prompt;
     case.args.negative_prompt_embeds = Some(negative);
     let cancel = AtomicBool::new(false);
-    let hooks = StepHooks {
-        progress: &mut |_, _| {},
-        cancel: &cancel,
-    };
-    let frames = case.pipeline.generate(&case.args, hooks).unwrap();
+    let mut progress = |_| {};
+    let mut discard = discard_frames;
+    let mut ctx = RunContext::new(&mut progress, &cancel, &mut discard);
+    let frames = case.pipeline.generate(&case.args, &mut ctx).unwrap();
     let diff = max_abs_diff(&frames, &case.expected_frames);
     assert!(
         diff < 1e-3,
@@ -199,12 +198,11 @@ fn cancel_stops_between_steps() {
     let case = load_case("t2v");
     let cancel = AtomicBool::new(true);
     let mut steps = 0;
-    let hooks = StepHooks {
-        progress: &mut |_, _| steps += 1,
-        cancel: &cancel,
-    };
-    let err = case.pipeline.denoise(&case.args, hooks).unwrap_err();
-    assert!(err.is::<gallop_wan::pipeline::Cancelled>(), "{err:#}");
+    let mut progress = |_| steps += 1;
+    let mut discard = discard_frames;
+    let mut ctx = RunContext::new(&mut progress, &cancel, &mut discard);
+    let err = case.pipeline.denoise(&case.args, &mut ctx).unwrap_err();
+    assert!(matches!(err, gallop_wan::Error::Cancelled), "{err:#}");
     assert_eq!(steps, 0);
 }
 
@@ -214,11 +212,10 @@ fn bad_geometry_and_noise_are_refused() {
     let case = load_case("ti2v");
     let run = |args: &GenerateArgs| {
         let cancel = AtomicBool::new(false);
-        let hooks = StepHooks {
-            progress: &mut |_, _| {},
-            cancel: &cancel,
-        };
-        format!("{:#}", case.pipeline.denoise(args, hooks).unwrap_err())
+        let mut progress = |_| {};
+        let mut discard = discard_frames;
+        let mut ctx = RunContext::new(&mut progress, &cancel, &mut discard);
+        format!("{:#}", case.pipeline.denoise(args, &mut ctx).unwrap_err())
     };
     let mut args = case.args.clone();
     args.height = 48;

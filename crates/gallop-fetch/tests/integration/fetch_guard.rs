@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use gallop_server::fetch::{FetchPolicy, StaticResolver, fetch_image, refusal_reason};
+use gallop_fetch::{FetchPolicy, StaticResolver, fetch_image, refusal_reason};
 
 const IMAGE: &[u8] = b"\x89PNG\r\n\x1a\nnot-really-a-png-but-bytes";
 

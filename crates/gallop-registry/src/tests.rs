@@ -1,0 +1,290 @@
+use super::*;
+use clap::Parser;
+use gallop_wan::settings::{ComputeDevice, ComputeDtype};
+
+fn pipelines() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gallop-wan/tests/fixtures/pipelines")
+}
+
+/// Writes `text` as a config file in a temp dir beside links to the fixture checkpoints.
+fn config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gallop.toml");
+    std::fs::write(
+        &path,
+        text.replace("FIXTURES", &pipelines().display().to_string()),
+    )
+    .unwrap();
+    (dir, path)
+}
+
+fn error(text: &str) -> String {
+    let (_dir, path) = config(text);
+    format!("{}", read_config(&path).unwrap_err())
+}
+
+fn with_dir(dir: PathBuf) -> WanSettings {
+    WanSettings {
+        model_dir: Some(dir),
+        ..Default::default()
+    }
+}
+
+/// The flags of a command that flattens the settings, as `gallop serve` and `generate` do.
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    settings: WanSettings,
+}
+
+#[test]
+fn flags_and_the_config_file_give_the_same_settings() {
+    let dir = pipelines().join("a14b/model");
+    let flags = Flags::try_parse_from([
+        "gallop",
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--guidance",
+        "4.0",
+        "--guidance-2",
+        "2.0",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+    ])
+    .unwrap()
+    .settings;
+    let (_tmp, path) = config(
+        r#"
+        [models."alibaba/hh1-i2v"]
+        model_dir = "FIXTURES/a14b/model"
+        steps = 2
+        guidance = 4.0
+        guidance_2 = 2.0
+        device = "cpu"
+        dtype = "bf16"
+        "#,
+    );
+    let from_file = read_config(&path).unwrap().remove(0).checked.settings;
+    assert_eq!(flags, from_file);
+    assert_eq!(flags.dtype, ComputeDtype::Bf16);
+    // Absent flags and absent keys are the same defaults.
+    let bare = Flags::try_parse_from(["gallop", "--model-dir", dir.to_str().unwrap()])
+        .unwrap()
+        .settings;
+    let (_tmp, path) =
+        config("[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/a14b/model\"\n");
+    assert_eq!(bare, read_config(&path).unwrap().remove(0).checked.settings);
+    assert_eq!(bare, with_dir(dir));
+}
+
+#[test]
+fn a_bad_value_is_refused_alike_by_the_flag_and_the_key() {
+    let flag = Flags::try_parse_from(["gallop", "--model-dir", "x", "--dtype", "fp16"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        flag.contains("must be f32, bf16 or f16, got \"fp16\""),
+        "{flag}"
+    );
+    assert!(flag.contains("--dtype"), "{flag}");
+    let key = error(
+        "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndtype = \"fp16\"\n",
+    );
+    assert!(
+        key.contains("models.\"alibaba/hh1-i2v\".dtype: must be f32, bf16 or f16, got \"fp16\""),
+        "{key}"
+    );
+    // A value of the wrong type names its key too.
+    let key =
+        error("[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nsteps = \"4\"\n");
+    assert!(
+        key.contains("models.\"alibaba/hh1-i2v\".steps: invalid type"),
+        "{key}"
+    );
+}
+
+#[test]
+fn a_good_file_names_a_checkpoint_and_settings_per_id() {
+    let (_dir, path) = config(
+        r#"
+        [models."alibaba/hh1-i2v"]
+        model_dir = "FIXTURES/a14b/model"
+        steps = 2
+        guidance = 4.0
+        guidance_2 = 2.0
+
+        device = "cpu"
+        dtype = "f32"
+
+        [models."alibaba/hh1.1-r2v"]
+        model_dir = "FIXTURES/vace/model"
+        "#,
+    );
+    let checkpoints = read_config(&path).unwrap();
+    assert_eq!(checkpoints.len(), 2);
+    assert_eq!(checkpoints[0].model, ModelId::HhI2v);
+    assert_eq!(checkpoints[0].settings().steps, Some(2));
+    assert_eq!(checkpoints[0].settings().guidance_2, Some(2.0));
+    assert_eq!(checkpoints[0].settings().device, ComputeDevice::Cpu);
+    assert_eq!(checkpoints[0].settings().dtype, ComputeDtype::F32);
+    assert_eq!(checkpoints[1].model, ModelId::HhR2v);
+    assert!(checkpoints[1].dir().ends_with("vace/model"));
+    let vace = checkpoints[1].dir().to_path_buf();
+    assert_eq!(checkpoints[1].settings(), &with_dir(vace));
+}
+
+#[test]
+fn relative_dirs_are_from_the_files_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(pipelines().join("ti2v/model"), dir.path().join("ti2v")).unwrap();
+    let path = dir.path().join("serve.toml");
+    std::fs::write(
+        &path,
+        "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"ti2v\"\n",
+    )
+    .unwrap();
+    let checkpoints = read_config(&path).unwrap();
+    assert_eq!(checkpoints[0].dir(), dir.path().join("ti2v"));
+}
+
+#[test]
+fn errors_name_the_key_and_the_rule() {
+    for (text, wanted) in [
+        (
+            "[models.\"alibaba/hh2\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\n",
+            "models.\"alibaba/hh2\": unknown model id; the ids are alibaba/hh1-i2v, alibaba/hh1.1-r2v",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/nothing\"\n",
+            "models.\"alibaba/hh1-i2v\".model_dir: ",
+        ),
+        (
+            "[models.\"alibaba/hh1.1-r2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\n",
+            "models.\"alibaba/hh1.1-r2v\".model_dir: ",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nstepz = 3\n",
+            "unknown field `stepz`",
+        ),
+        (
+            "[model.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\n",
+            "unknown field `model`",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nguidance_2 = 2.0\n",
+            "models.\"alibaba/hh1-i2v\".guidance_2 needs a checkpoint with two experts",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nsteps = 0\n",
+            "models.\"alibaba/hh1-i2v\".steps must be >= 1",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nsteps = 3\n",
+            "missing field `model_dir`",
+        ),
+        ("models = {}\n", "`models` names no checkpoint"),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndtype = \"fp16\"\n",
+            "models.\"alibaba/hh1-i2v\".dtype: must be f32, bf16 or f16, got \"fp16\"",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndevice = \"cuda:a\"\n",
+            "models.\"alibaba/hh1-i2v\".device: must be cpu, cuda or cuda:N",
+        ),
+    ] {
+        let err = error(text);
+        assert!(err.contains(wanted), "{text}\nwanted {wanted:?} in: {err}");
+    }
+    assert!(
+        error("[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/nothing\"\n")
+            .contains("is not a directory")
+    );
+    let err = error("[models.\"alibaba/hh1.1-r2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\n");
+    assert!(
+        err.contains("is a WanImageToVideoPipeline checkpoint, which cannot serve alibaba/hh1.1-r2v: alibaba/hh1.1-r2v needs a WanVACEPipeline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_directory_named_twice_loads_once() {
+    let dir = pipelines().join("ti2v/model");
+    let entry = |steps| {
+        let settings = WanSettings {
+            steps: Some(steps),
+            ..with_dir(dir.clone())
+        };
+        check(ModelId::HhI2v, settings).unwrap()
+    };
+    let engines = load_wan(vec![entry(1), entry(2)]).unwrap();
+    assert!(std::ptr::eq(
+        engines[0].1.pipeline(),
+        engines[1].1.pipeline()
+    ));
+    assert_eq!((engines[0].1.steps(), engines[1].1.steps()), (1, 2));
+    assert_eq!(engines[0].1.compute(), "cpu, f32");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_in_a_cpu_build_is_refused_naming_the_key_or_the_flag() {
+    let err = error(
+        "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\ndevice = \"cuda\"\n",
+    );
+    assert!(
+        err.contains("models.\"alibaba/hh1-i2v\".device: cuda:0 needs CUDA")
+            && err.contains("cargo build --release --features cuda"),
+        "{err}"
+    );
+    let settings = WanSettings {
+        device: ComputeDevice::Cuda(1),
+        ..with_dir(pipelines().join("ti2v/model"))
+    };
+    let err = format!("{}", shorthand(settings).unwrap_err());
+    assert!(err.starts_with("--device: cuda:1 needs CUDA"), "{err}");
+}
+
+#[test]
+fn the_model_dir_shorthand_serves_the_id_of_its_class() {
+    let vace = shorthand(with_dir(pipelines().join("vace/model"))).unwrap();
+    assert_eq!(vace.model, ModelId::HhR2v);
+    let i2v = shorthand(with_dir(pipelines().join("i2v21/model"))).unwrap();
+    assert_eq!(i2v.model, ModelId::HhI2v);
+    let err = format!(
+        "{}",
+        shorthand(with_dir(pipelines().join("t2v/model"))).unwrap_err()
+    );
+    assert!(
+        err.contains("a WanPipeline checkpoint serves no model here")
+            && err.contains("alibaba/hh1-i2v needs a WanImageToVideoPipeline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_setting_is_refused_as_the_flag_the_user_typed() {
+    let settings = WanSettings {
+        guidance_2: Some(2.0),
+        ..with_dir(pipelines().join("ti2v/model"))
+    };
+    let err = shorthand(settings).unwrap_err().to_string();
+    assert!(
+        err.starts_with("--guidance-2: guidance_2 needs a checkpoint with two experts"),
+        "{err}"
+    );
+    let err = for_generate(
+        ModelId::HhR2v,
+        with_dir(pipelines().join("ti2v/model")),
+        WanDebug::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.starts_with("--model-dir: "), "{err}");
+    assert!(err.contains("cannot serve alibaba/hh1.1-r2v"), "{err}");
+}
