@@ -74,7 +74,16 @@ fn wal_mode_and_schema_version_are_set() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    // Two migrations: the jobs (1) and the sealed provider keys (2).
+    assert_eq!(version, 2);
+    let keys: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'provider_keys'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(keys, 1);
     // A database from a newer gallop is refused with a clear message.
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
