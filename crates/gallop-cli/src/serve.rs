@@ -10,6 +10,7 @@ use std::time::Duration;
 use gallop_api::ModelId;
 
 use gallop_server::config::DEFAULT_ADDR;
+use gallop_server::upstreams::{UpstreamRoute, UpstreamRoutes};
 use gallop_server::{EngineMap, ServerConfig};
 use gallop_wan::WanSettings;
 
@@ -39,9 +40,10 @@ pub struct Args {
     /// Queued jobs accepted before new ones get 429 (code 3040).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     queue_limit: u32,
-    /// A TOML file naming the Wan checkpoint (and its settings: the keys are the engine flags'
-    /// names, `guidance_2` for --guidance-2) that serves each model id; ids it does not name are
-    /// refused. See README.md.
+    /// A TOML file naming what serves each model id: a Wan checkpoint (and its settings: the
+    /// keys are the engine flags' names, `guidance_2` for --guidance-2) or an upstream Model
+    /// Studio endpoint (`upstream = "NAME"` over an `[upstreams.NAME]` table); ids it does not
+    /// name are refused. See README.md.
     #[arg(long, conflicts_with = "model_dir")]
     config: Option<PathBuf>,
     /// One Wan checkpoint (--model-dir) and its settings; it serves the model id its pipeline
@@ -51,16 +53,44 @@ pub struct Args {
     wan: WanSettings,
 }
 
-/// The engine for each model id the operator configured; empty for the preview.
-fn configured_engines(args: &Args) -> anyhow::Result<Vec<gallop_registry::Served>> {
+/// What the operator configured: the engine for each id with a checkpoint, and the ids routed
+/// upstream. Both empty: the preview serves every id.
+struct Configured {
+    served: Vec<gallop_registry::Served>,
+    routes: Vec<(ModelId, UpstreamRoute)>,
+}
+
+fn configured(args: &Args) -> anyhow::Result<Configured> {
     // With --config, the settings go per model in the file.
     gallop_registry::refuse_settings_without_checkpoint(&args.wan, &Default::default())?;
-    let checkpoints = match (&args.config, &args.wan.model_dir) {
-        (Some(path), _) => gallop_registry::read_config(path)?,
-        (None, Some(_)) => vec![gallop_registry::shorthand(args.wan.clone())?],
-        (None, None) => Vec::new(),
+    let (checkpoints, routes) = match (&args.config, &args.wan.model_dir) {
+        (Some(path), _) => {
+            let config = gallop_registry::read_config(path)?;
+            (config.checkpoints, config.upstreams)
+        }
+        (None, Some(_)) => (
+            vec![gallop_registry::shorthand(args.wan.clone())?],
+            Vec::new(),
+        ),
+        (None, None) => (Vec::new(), Vec::new()),
     };
-    Ok(gallop_registry::load(checkpoints)?)
+    Ok(Configured {
+        served: gallop_registry::load(checkpoints)?,
+        routes,
+    })
+}
+
+/// The startup line of an id served upstream; it names the key sources, never a key.
+fn upstream_line(model: ModelId, route: &UpstreamRoute) -> String {
+    let unified = match (&route.unified_key, &route.key_env) {
+        (Some(_), Some(var)) => format!("the server's own key from {var} (Unified)"),
+        _ => "no server key (only accounts that store their own)".to_string(),
+    };
+    format!(
+        "{model}: {} at {}; accounts' own keys (BYOK), else {unified}",
+        route.describe(),
+        route.upstream.base_url()
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -69,18 +99,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         anyhow::bail!("--public-url must start with http:// or https://, got {url:?}");
     }
-    let configured = configured_engines(&args)?;
-    let compute: HashMap<ModelId, String> = configured
+    let Configured { served, routes } = configured(&args)?;
+    let compute: HashMap<ModelId, String> = served
         .iter()
         .filter_map(|s| Some((s.model, s.compute.clone()?)))
         .collect();
-    let engines = EngineMap::configured(
-        configured
-            .into_iter()
-            .map(|s| (s.model, s.engine))
-            .collect(),
-    );
+    let engines: Vec<_> = served.into_iter().map(|s| (s.model, s.engine)).collect();
+    // Once anything is configured, ids it does not name are not served (never the preview).
+    let engines = match routes.is_empty() {
+        true => EngineMap::configured(engines),
+        false => EngineMap::only(engines),
+    };
+    let upstreams = UpstreamRoutes::new(routes);
     for (model, info) in engines.infos() {
+        if let Some(route) = upstreams.route_for(model) {
+            println!("{}", upstream_line(model, route));
+            continue;
+        }
         match info {
             Some(info) if info.engine == "preview" => {
                 println!("{model}: motion preview (no checkpoint configured; not the neural model)")
@@ -101,6 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = ServerConfig {
         engines,
+        upstreams,
         addr: args.addr,
         data_dir: args.data_dir,
         public_url: args.public_url,

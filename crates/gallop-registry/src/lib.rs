@@ -20,17 +20,22 @@
 //! model_dir = "/models/Wan2.1-VACE-14B-diffusers"
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gallop_api::ModelId;
 use gallop_engine::{Engine, Task};
+use gallop_upstream::UpstreamRoute;
 use gallop_wan::engine::{CheckedSettings, class_for, class_name, task_of};
 use gallop_wan::model_dir::ModelIndex;
 use gallop_wan::settings::SettingError;
 use gallop_wan::{WanDebug, WanEngine, WanSettings};
-use serde::Deserialize;
+
+use file::ModelEntry;
+
+mod file;
+mod upstream;
 
 /// A configuration that cannot be served, or a checkpoint that failed to load. The message
 /// names the flag (`--device: ...`) or the key (`models."alibaba/hh1-i2v".steps ...`).
@@ -47,12 +52,6 @@ pub enum RegistryError {
 }
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    models: BTreeMap<String, WanSettings>,
-}
 
 /// One model id's checkpoint, checked, weights not loaded yet.
 #[derive(Debug)]
@@ -71,56 +70,50 @@ impl Checkpoint {
     }
 }
 
-/// Reads and checks a `--config` file.
-pub fn read_config(path: &Path) -> Result<Vec<Checkpoint>> {
+/// What a `--config` file serves: checkpoints, and ids routed to an upstream endpoint.
+#[derive(Debug)]
+pub struct Config {
+    pub checkpoints: Vec<Checkpoint>,
+    pub upstreams: Vec<(ModelId, UpstreamRoute)>,
+}
+
+/// Reads and checks a `--config` file; `api_key_env` variables are read from the environment.
+pub fn read_config(path: &Path) -> Result<Config> {
+    read_config_with_env(path, &|var| std::env::var(var).ok())
+}
+
+/// [`read_config`] with the environment given (tests).
+pub fn read_config_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
     let config_error =
         |message: String| RegistryError::Config(format!("--config {}: {message}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| {
         RegistryError::Config(format!("--config: cannot read {}: {e}", path.display()))
     })?;
-    let file = parse_config(&text).map_err(config_error)?;
+    let file = file::parse(&text).map_err(config_error)?;
     if file.models.is_empty() {
         return Err(config_error(
-            "`models` names no checkpoint; add a [models.\"MODEL-ID\"] table with model_dir, or \
-             serve without --config for the motion preview"
+            "`models` names no checkpoint; add a [models.\"MODEL-ID\"] table with model_dir \
+             (or upstream), or serve without --config for the motion preview"
                 .into(),
         ));
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    file.models
-        .into_iter()
-        .map(|(id, settings)| {
-            let key = format!("models.\"{id}\"");
-            entry_checkpoint(&id, settings, base).map_err(|e| config_error(format!("{key}{e}")))
-        })
-        .collect()
-}
-
-/// The file's tables; a value that breaks a rule is named by its key and line
-/// (`models."alibaba/hh1-i2v".dtype: must be f32, bf16 or f16, got "fp16" (line 4)`).
-fn parse_config(text: &str) -> Result<ConfigFile, String> {
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let mut key = String::new();
-        for (depth, segment) in e.path().iter().enumerate() {
-            match segment {
-                serde_path_to_error::Segment::Map { key: k } if depth == 1 => {
-                    key.push_str(&format!(".\"{k}\""))
-                }
-                serde_path_to_error::Segment::Map { key: k } => key.push_str(&format!(".{k}")),
-                other => key.push_str(&format!(".{other}")),
+    let (mut checkpoints, mut routed) = (Vec::new(), Vec::new());
+    for (id, entry) in file.models {
+        match entry {
+            ModelEntry::Checkpoint(settings) => {
+                let key = format!("models.\"{id}\"");
+                let checkpoint = entry_checkpoint(&id, settings, base)
+                    .map_err(|e| config_error(format!("{key}{e}")))?;
+                checkpoints.push(checkpoint);
             }
+            ModelEntry::Upstream(entry) => routed.push((id, entry)),
         }
-        let key = key.trim_start_matches('.');
-        let line = e
-            .inner()
-            .span()
-            .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
-            .unwrap_or_default();
-        match key {
-            "" => format!("{}{line}", e.inner().message()),
-            key => format!("{key}: {}{line}", e.inner().message()),
-        }
+    }
+    let upstreams = upstream::routes(&file.upstreams, routed, env).map_err(config_error)?;
+    Ok(Config {
+        checkpoints,
+        upstreams,
     })
 }
 

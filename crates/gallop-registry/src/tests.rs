@@ -68,7 +68,12 @@ fn flags_and_the_config_file_give_the_same_settings() {
         dtype = "bf16"
         "#,
     );
-    let from_file = read_config(&path).unwrap().remove(0).checked.settings;
+    let from_file = read_config(&path)
+        .unwrap()
+        .checkpoints
+        .remove(0)
+        .checked
+        .settings;
     assert_eq!(flags, from_file);
     assert_eq!(flags.dtype, ComputeDtype::Bf16);
     // Absent flags and absent keys are the same defaults.
@@ -77,7 +82,15 @@ fn flags_and_the_config_file_give_the_same_settings() {
         .settings;
     let (_tmp, path) =
         config("[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/a14b/model\"\n");
-    assert_eq!(bare, read_config(&path).unwrap().remove(0).checked.settings);
+    assert_eq!(
+        bare,
+        read_config(&path)
+            .unwrap()
+            .checkpoints
+            .remove(0)
+            .checked
+            .settings
+    );
     assert_eq!(bare, with_dir(dir));
 }
 
@@ -125,7 +138,7 @@ fn a_good_file_names_a_checkpoint_and_settings_per_id() {
         model_dir = "FIXTURES/vace/model"
         "#,
     );
-    let checkpoints = read_config(&path).unwrap();
+    let checkpoints = read_config(&path).unwrap().checkpoints;
     assert_eq!(checkpoints.len(), 2);
     assert_eq!(checkpoints[0].model, ModelId::HhI2v);
     assert_eq!(checkpoints[0].settings().steps, Some(2));
@@ -148,7 +161,7 @@ fn relative_dirs_are_from_the_files_folder() {
         "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"ti2v\"\n",
     )
     .unwrap();
-    let checkpoints = read_config(&path).unwrap();
+    let checkpoints = read_config(&path).unwrap().checkpoints;
     assert_eq!(checkpoints[0].dir(), dir.path().join("ti2v"));
 }
 
@@ -287,4 +300,113 @@ fn a_setting_is_refused_as_the_flag_the_user_typed() {
     .to_string();
     assert!(err.starts_with("--model-dir: "), "{err}");
     assert!(err.contains("cannot serve alibaba/hh1.1-r2v"), "{err}");
+}
+
+fn read_with_env(text: &str, env: &[(&str, &str)]) -> Result<Config> {
+    let (_dir, path) = config(text);
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    read_config_with_env(&path, &|var| env.get(var).cloned())
+}
+
+const UPSTREAM: &str = r#"
+[upstreams.alibaba]
+base_url = "https://dashscope-intl.aliyuncs.com/api/v1/"
+api_key_env = "DASHSCOPE_API_KEY"
+poll_interval_secs = 0.5
+"#;
+
+#[test]
+fn an_entry_with_upstream_is_a_route_beside_the_checkpoints() {
+    let text = format!(
+        "{UPSTREAM}\n[models.\"alibaba/hh1-i2v\"]\nupstream = \"alibaba\"\n\n\
+         [models.\"alibaba/hh1.1-r2v\"]\nmodel_dir = \"FIXTURES/vace/model\"\n"
+    );
+    let config = read_with_env(&text, &[("DASHSCOPE_API_KEY", "sk-unified")]).unwrap();
+    assert_eq!(config.checkpoints.len(), 1);
+    assert_eq!(config.checkpoints[0].model, ModelId::HhR2v);
+    let [(model, route)] = config.upstreams.as_slice() else {
+        panic!("{:?}", config.upstreams)
+    };
+    assert_eq!(*model, ModelId::HhI2v);
+    assert_eq!(route.describe(), "upstream alibaba (happyhorse-1.0-i2v)");
+    assert_eq!(
+        route.upstream.base_url(),
+        "https://dashscope-intl.aliyuncs.com/api/v1"
+    );
+    assert_eq!(route.unified_key.as_ref().unwrap().expose(), "sk-unified");
+    assert_eq!(route.key_env.as_deref(), Some("DASHSCOPE_API_KEY"));
+    assert_eq!(route.poll_interval, std::time::Duration::from_millis(500));
+    assert_eq!(route.patience, gallop_upstream::DEFAULT_PATIENCE);
+
+    // Routes alone are a configuration; upstream_model names upstream's id; no key env: BYOK only.
+    let text = "[upstreams.cn]\nbase_url = \"https://dashscope.aliyuncs.com/api/v1\"\n\
+                [models.\"alibaba/hh1.1-r2v\"]\nupstream = \"cn\"\n\
+                upstream_model = \"happyhorse-1.0-r2v\"\n";
+    let config = read_with_env(text, &[]).unwrap();
+    assert!(config.checkpoints.is_empty());
+    let route = &config.upstreams[0].1;
+    assert_eq!(route.describe(), "upstream cn (happyhorse-1.0-r2v)");
+    assert!(route.unified_key.is_none() && route.key_env.is_none());
+}
+
+#[test]
+fn upstream_errors_name_the_key_and_the_rule() {
+    let entry = "\n[models.\"alibaba/hh1-i2v\"]\nupstream = \"alibaba\"\n";
+    let with_key = [("DASHSCOPE_API_KEY", "sk-unified")];
+    let cases: [(String, &[(&str, &str)], &str); 6] = [
+        (
+            format!("{UPSTREAM}{entry}upstream_modle = \"x\"\n"),
+            &with_key,
+            "models.\"alibaba/hh1-i2v\".upstream_modle: unknown field `upstream_modle`, expected `upstream` or \
+             `upstream_model` (line 9)",
+        ),
+        (
+            format!("{UPSTREAM}{entry}"),
+            &[],
+            "upstreams.\"alibaba\".api_key_env: the environment variable DASHSCOPE_API_KEY is \
+             not set or empty",
+        ),
+        (
+            format!("{}{entry}", UPSTREAM.replace("https://", "ftp://")),
+            &with_key,
+            "upstreams.\"alibaba\".base_url must start with https:// or http://",
+        ),
+        (
+            format!("{UPSTREAM}\n[models.\"alibaba/hh1-i2v\"]\nupstream = \"elsewhere\"\n"),
+            &with_key,
+            "models.\"alibaba/hh1-i2v\".upstream: there is no [upstreams.elsewhere] table \
+             (defined: alibaba)",
+        ),
+        (
+            format!(
+                "{}{entry}",
+                UPSTREAM.replace("poll_interval_secs = 0.5", "poll_interval_secs = 0")
+            ),
+            &with_key,
+            "upstreams.\"alibaba\".poll_interval_secs must be more than 0",
+        ),
+        (
+            format!("{UPSTREAM}{entry}[servers]\nx = 1\n"),
+            &with_key,
+            "unknown field `servers`, expected `upstreams` or `models`",
+        ),
+    ];
+    for (text, env, expected) in cases {
+        let err = read_with_env(&text, env).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}\n  expected: {expected}");
+    }
+    let err = read_with_env(
+        &format!("{}{entry}", UPSTREAM.replace("base_url", "base_uri")),
+        &with_key,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("upstreams.\"alibaba\".base_uri: unknown field `base_uri`")
+            && err.contains("(line 3)"),
+        "{err}"
+    );
 }

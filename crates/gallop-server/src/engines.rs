@@ -32,6 +32,12 @@ impl EngineMap {
         if engines.is_empty() {
             return Self::preview();
         }
+        Self::only(engines)
+    }
+
+    /// Exactly these engines, even none: ids without one are not served (the other ids are
+    /// served upstream, or not at all).
+    pub fn only(engines: Vec<(ModelId, Arc<dyn Engine>)>) -> Self {
         Self {
             engines: engines.into_iter().collect(),
         }
@@ -59,11 +65,14 @@ impl EngineMap {
             .filter(|m| self.engines.contains_key(m))
             .map(|m| m.as_str())
             .collect();
+        let served = match served.is_empty() {
+            true => "no model from a local checkpoint".to_string(),
+            false => served.join(", "),
+        };
         Some(format!(
             "model {model} is not served here: no checkpoint is configured for it (this server \
-             serves {}). Use a served model, or ask the operator to add a checkpoint under \
-             [models.\"{model}\"] in the gallop serve --config file",
-            served.join(", ")
+             serves {served}). Use a served model, or ask the operator to add a checkpoint (or \
+             an upstream) under [models.\"{model}\"] in the gallop serve --config file"
         ))
     }
 }

@@ -2,42 +2,17 @@
 //! key pays for each job: the account's own (BYOK) when it stored one, else the server's
 //! (Unified), else none (the request is refused at submit, saying how to set one).
 
+use gallop_api::ModelId;
+use gallop_upstream::{ApiKey, KeySource};
+pub use gallop_upstream::{DEFAULT_PATIENCE, DEFAULT_POLL_INTERVAL, UpstreamRoute};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use gallop_api::ModelId;
-use gallop_upstream::{ApiKey, KeySource, Upstream};
 
 use crate::keys::{KeyVault, VaultError};
 use crate::store::{JobStore, StoreError};
 
 /// The provider name keys are stored under: every upstream speaks Alibaba's Model Studio API.
 pub const PROVIDER: &str = "alibaba";
-
-/// One model id routed upstream.
-#[derive(Debug, Clone)]
-pub struct UpstreamRoute {
-    pub upstream: Upstream,
-    /// Model Studio's id for it (`happyhorse-1.0-i2v`).
-    pub model: String,
-    /// The server's own key (Unified), read from `key_env` at startup.
-    pub unified_key: Option<ApiKey>,
-    /// The environment variable the Unified key comes from, for messages.
-    pub key_env: Option<String>,
-    /// How long an unreachable or failing upstream is retried before a job fails.
-    pub patience: Duration,
-}
-
-/// Default [`UpstreamRoute::patience`]: ten minutes of outage before a job gives up.
-pub const DEFAULT_PATIENCE: Duration = Duration::from_secs(600);
-
-impl UpstreamRoute {
-    /// How reports name this engine: `upstream alibaba (happyhorse-1.0-i2v)`.
-    pub fn describe(&self) -> String {
-        format!("upstream {} ({})", self.upstream.name(), self.model)
-    }
-}
 
 /// Model id -> its upstream route. Empty: everything is served locally.
 #[derive(Debug, Clone, Default)]
@@ -131,7 +106,8 @@ fn missing_key_message(account: &str, route: &UpstreamRoute) -> String {
     )
 }
 
-fn how_to_set(account: &str, route: &UpstreamRoute) -> String {
+/// How an account stores its own key, or asks the operator for the server's.
+pub fn how_to_set(account: &str, route: &UpstreamRoute) -> String {
     let unified = match &route.key_env {
         Some(var) => format!("or ask the operator to set {var} for the server's own key"),
         None => format!(

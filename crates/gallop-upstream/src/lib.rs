@@ -8,8 +8,10 @@ mod client;
 mod error;
 mod key;
 mod retry;
+mod route;
 
 pub use client::{Upstream, synthesis_body};
 pub use error::{UpstreamError, is_bad_input_code};
 pub use key::{ApiKey, KeySource};
 pub use retry::Backoff;
+pub use route::{DEFAULT_PATIENCE, DEFAULT_POLL_INTERVAL, UpstreamRoute};

@@ -30,6 +30,7 @@ fn routes(unified: Option<&str>) -> UpstreamRoutes {
             unified_key: unified.and_then(ApiKey::new),
             key_env: Some("DASHSCOPE_API_KEY".into()),
             patience: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
         },
     )])
 }
