@@ -114,6 +114,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             },
             result_ttl: config.url_ttl,
             upload_ttl: config.upload_ttl,
+            upstreams: config.upstreams.clone(),
+            vault: vault.clone(),
             ..WorkerConfig::default()
         },
     );

@@ -19,9 +19,13 @@ use tokio::task::JoinHandle;
 
 use gallop_fetch::{FetchPolicy, fetch_image};
 
+mod upstream;
+
 use crate::engines::EngineMap;
+use crate::keys::KeyVault;
 use crate::storage::{Storage, StorageError, upload_id_of_uri};
 use crate::store::{Claim, Failure, JobStore, Lease, LeaseState, error_code};
+use crate::upstreams::UpstreamRoutes;
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -49,6 +53,10 @@ pub struct WorkerConfig {
     /// those jobs at once instead of waiting for their leases to expire. A process that cannot
     /// get it only recovers expired leases.
     pub exclusive_lock: Option<PathBuf>,
+    /// Model ids served by an upstream Model Studio endpoint instead of a local engine.
+    pub upstreams: UpstreamRoutes,
+    /// Opens accounts' own upstream keys (BYOK); the server's vault.
+    pub vault: Arc<KeyVault>,
 }
 
 impl Default for WorkerConfig {
@@ -65,6 +73,8 @@ impl Default for WorkerConfig {
             sweep_interval: Duration::from_secs(60),
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
             exclusive_lock: None,
+            upstreams: UpstreamRoutes::default(),
+            vault: Arc::new(KeyVault::ephemeral()),
         }
     }
 }
@@ -300,7 +310,13 @@ async fn run_job(shared: &Arc<Shared>, claim: Claim, stop: &mut watch::Receiver<
     let lease = claim.lease.clone();
     let job = claim.job;
     tracing::info!(job = %job.id, attempt = lease.attempt, "running");
-    let ending = attempt(shared, &lease, &job.account, job.request.clone(), stop).await;
+    let route = gallop_api::ModelId::parse(&job.model)
+        .and_then(|m| shared.config.upstreams.route_for(m))
+        .cloned();
+    let ending = match route {
+        Some(route) => upstream::attempt(shared, &lease, &job, &route, stop).await,
+        None => attempt(shared, &lease, &job.account, job.request.clone(), stop).await,
+    };
     let store = shared.store.clone();
     let lease2 = lease.clone();
     let written = match &ending {
@@ -359,22 +375,14 @@ async fn attempt(
     for (i, uri) in request.images.iter().enumerate() {
         let field = image_field(request.model, i);
         let got = match upload_id_of_uri(uri) {
-            Some(id) => match shared.storage.read_upload(account, id).await {
-                Ok(b) => Ok(b),
-                Err(StorageError::NotFound(_) | StorageError::Invalid(_)) => Err(format!(
-                    "{field}: upload {id} not found (an upload is kept for {} h after it was uploaded, \
-                     and only its own account can use it)",
-                    shared.config.upload_ttl.as_secs() / 3600
-                )),
-                Err(e) => return retryable(format!("reading upload {id}: {e}")),
-            },
+            Some(id) => read_upload(shared, account, &field, id).await,
             None => fetch_image(uri, &shared.config.fetch)
                 .await
-                .map_err(|e| format!("{field}: {e}")),
+                .map_err(|e| final_failure(error_code::BAD_INPUT, format!("{field}: {e}"))),
         };
         match got {
             Ok(b) => bytes.push(b),
-            Err(msg) => return final_failure(error_code::BAD_INPUT, msg),
+            Err(ending) => return ending,
         }
         if *stop.borrow() {
             return Ending::Released;
@@ -470,27 +478,7 @@ async fn attempt(
         // The video exists: keep it unless the client cancelled or another attempt took over,
         // even if a shutdown or the time limit arrived as it finished.
         (Ok(Ok(output)), None | Some(StopReason::Shutdown | StopReason::TimedOut)) => {
-            let key = match shared
-                .storage
-                .put_result(&lease.job_id, lease.attempt, output.mp4)
-                .await
-            {
-                Ok(k) => k,
-                Err(e) => return retryable(format!("storing the result: {e}")),
-            };
-            let store = shared.store.clone();
-            let l = lease.clone();
-            let k = key.clone();
-            match tokio::task::spawn_blocking(move || store.complete(&l, &k)).await {
-                Ok(Ok(true)) => Ending::Completed,
-                Ok(Ok(false)) => {
-                    // Another attempt owns the job now: our upload must never be served.
-                    let _ = shared.storage.delete(&key).await;
-                    Ending::Lost
-                }
-                Ok(Err(e)) => retryable(format!("job store: {e}")),
-                Err(e) => retryable(format!("job store panicked: {e}")),
-            }
+            store_result(shared, lease, output.mp4).await
         }
         (_, Some(StopReason::LeaseLost)) => Ending::Lost,
         (_, Some(StopReason::Shutdown)) => Ending::Released,
@@ -505,6 +493,53 @@ async fn attempt(
         (Ok(Err(RunError::BadImage(msg))), None) => final_failure(error_code::BAD_INPUT, msg),
         (Ok(Err(RunError::Engine(e))), None) => engine_failure(e),
         (Err(e), None) => retryable(format!("engine panicked: {e}")),
+    }
+}
+
+/// An uploaded input of `account`; a missing one (expired, or another account's) fails the
+/// job naming `field`.
+async fn read_upload(
+    shared: &Shared,
+    account: &str,
+    field: &str,
+    id: &str,
+) -> Result<Vec<u8>, Ending> {
+    match shared.storage.read_upload(account, id).await {
+        Ok(b) => Ok(b),
+        Err(StorageError::NotFound(_) | StorageError::Invalid(_)) => Err(final_failure(
+            error_code::BAD_INPUT,
+            format!(
+                "{field}: upload {id} not found (an upload is kept for {} h after it was \
+                 uploaded, and only its own account can use it)",
+                shared.config.upload_ttl.as_secs() / 3600
+            ),
+        )),
+        Err(e) => Err(retryable(format!("reading upload {id}: {e}"))),
+    }
+}
+
+/// Stores the attempt's video and completes the job with it.
+async fn store_result(shared: &Shared, lease: &Lease, mp4: Vec<u8>) -> Ending {
+    let key = match shared
+        .storage
+        .put_result(&lease.job_id, lease.attempt, mp4)
+        .await
+    {
+        Ok(k) => k,
+        Err(e) => return retryable(format!("storing the result: {e}")),
+    };
+    let store = shared.store.clone();
+    let l = lease.clone();
+    let k = key.clone();
+    match tokio::task::spawn_blocking(move || store.complete(&l, &k)).await {
+        Ok(Ok(true)) => Ending::Completed,
+        Ok(Ok(false)) => {
+            // Another attempt owns the job now: our upload must never be served.
+            let _ = shared.storage.delete(&key).await;
+            Ending::Lost
+        }
+        Ok(Err(e)) => retryable(format!("job store: {e}")),
+        Err(e) => retryable(format!("job store panicked: {e}")),
     }
 }
 

@@ -14,3 +14,4 @@ mod pipeline_serve_config;
 mod quiet_output;
 mod readme_session;
 mod serve;
+mod upstream_routing;
