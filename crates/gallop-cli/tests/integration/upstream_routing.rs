@@ -515,6 +515,15 @@ fn unified_and_byok_keys_each_pay_for_their_own_jobs_and_never_leak() {
         &p.alice_key,
         &Value::Null,
     );
+    // Progress is what upstream reported while it ran (each ends at its own total).
+    let (_, b_job) = p.b(
+        "GET",
+        &format!("/v1/jobs/{task}"),
+        &p.alice_key,
+        &Value::Null,
+    );
+    assert!(b_job["progress"]["total"].as_u64().unwrap() > 0, "{b_job}");
+    assert_eq!(done["progress"], b_job["progress"], "{done}");
     let b_url = b_task["output"]["video_url"].as_str().unwrap();
     let b_path = &b_url[b_url.find("/v1/files/").unwrap()..];
     assert_eq!(get_bytes(&p.b.addr, b_path), alice_video);
