@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         image_embeds: None,
         reference_images: Vec::new(),
         conditioning_scale: 1.0,
+        leading_frames: None,
     };
     let cancel = AtomicBool::new(false);
     let t1 = Instant::now();

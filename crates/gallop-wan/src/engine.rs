@@ -376,6 +376,7 @@ impl WanEngine {
             image_embeds: self.image_embeds(input)?,
             reference_images,
             conditioning_scale: self.settings.conditioning_scale.unwrap_or(1.0),
+            leading_frames: None,
         };
         Ok(Plan {
             width,

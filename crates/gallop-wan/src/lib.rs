@@ -18,6 +18,7 @@ pub mod testing;
 pub mod transformer;
 pub mod vae;
 pub mod weights;
+pub mod windows;
 
 pub use engine::WanEngine;
 pub use error::{Error, Result};

@@ -57,9 +57,8 @@ impl Condition {
             let (control, scale) = super::vace::control(
                 pipe,
                 &args.reference_images,
-                args.height,
-                args.width,
-                args.num_frames,
+                args.leading_frames.as_ref(),
+                (args.height, args.width, args.num_frames),
                 args.conditioning_scale,
             )?;
             return Ok(Self::Vace {

@@ -62,6 +62,10 @@ pub struct GenerateArgs {
     pub reference_images: Vec<Tensor>,
     /// VACE: the weight of the control hints, one value for every VACE layer (diffusers: 1.0).
     pub conditioning_scale: f64,
+    /// VACE video extension: the video's first frames, `[1, 3, k, height, width]` in [-1, 1],
+    /// kept as they are (mask 0) while the rest is generated. Chained windows pass the end of
+    /// the previous window here.
+    pub leading_frames: Option<Tensor>,
 }
 
 /// How a pipeline differs from its checkpoint as published: LoRAs, quantized matrices, the

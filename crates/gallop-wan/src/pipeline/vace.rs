@@ -1,30 +1,56 @@
-//! VACE reference-to-video conditioning (diffusers' `WanVACEPipeline` with `reference_images`
-//! and no control video): each reference is fitted on a white canvas at the video size,
-//! VAE-encoded as one frame and prepended in time to the latents of an empty (zero) video; the
-//! mask is 0 on reference frames and 1 on the frames to generate.
+//! VACE reference-to-video conditioning (diffusers' `WanVACEPipeline` with `reference_images`,
+//! and optionally a control video whose first frames are given): each reference is fitted on a
+//! white canvas at the video size, VAE-encoded as one frame and prepended in time to the latents
+//! of the control video; the mask is 0 on reference frames and on given frames, 1 on the frames
+//! to generate. A video with leading frames given and the rest empty (zero, mask 1) is VACE's
+//! video extension, which chained windows use to continue the previous window.
 
 use crate::error::ensure;
 use candle_core::{DType, Device, Tensor};
 
 use super::WanPipeline;
 
-/// The VACE control input `[1, 2z + s*s, refs + T, h, w]` and its per-layer scale.
+/// The VACE control input `[1, 2z + s*s, refs + T, h, w]` and its per-layer scale. `leading`
+/// (`[1, 3, k, H, W]` in [-1, 1]) are the video's first k frames, kept (mask 0); without it the
+/// control video is empty.
 pub(super) fn control(
     pipe: &WanPipeline,
     references: &[Tensor],
-    height: usize,
-    width: usize,
-    num_frames: usize,
+    leading: Option<&Tensor>,
+    (height, width, num_frames): (usize, usize, usize),
     conditioning_scale: f64,
 ) -> crate::Result<(Tensor, Tensor)> {
     let device = pipe.device.clone();
     let vae = &pipe.vae;
     let z = vae.config().z_dim;
     let s = vae.config().scale_factor_spatial;
-    // No control video: its inactive and reactive halves are both the empty video's latents.
+    let known = leading.map_or(Ok(0), |l| l.dim(2))?;
+    ensure!(
+        known < num_frames,
+        "leading frames ({known}) must be fewer than the video's {num_frames}"
+    );
+    // diffusers: inactive = video * (1 - mask), reactive = video * mask. The frames to make are
+    // empty (zero), so the reactive half is the empty video's latents and the inactive half
+    // holds the given frames.
     let empty = Tensor::zeros((1, 3, num_frames, height, width), DType::F32, &device)?;
-    let empty = vae.normalize_latents(&vae.encode(&empty)?)?;
-    let mut latents = Tensor::cat(&[&empty, &empty], 1)?;
+    let inactive = match leading {
+        Some(frames) => {
+            ensure!(
+                frames.dims()[..2] == [1, 3] && frames.dims()[3..] == [height, width],
+                "leading frames must be [1, 3, k, {height}, {width}], got {:?}",
+                frames.dims()
+            );
+            let rest = empty.narrow(2, known, num_frames - known)?;
+            Tensor::cat(&[&frames.to_dtype(DType::F32)?, &rest], 2)?
+        }
+        None => empty.clone(),
+    };
+    let reactive = vae.normalize_latents(&vae.encode(&empty)?)?;
+    let inactive = match leading {
+        Some(_) => vae.normalize_latents(&vae.encode(&inactive)?)?,
+        None => reactive.clone(),
+    };
+    let mut latents = Tensor::cat(&[&inactive, &reactive], 1)?;
     // Each reference goes in front of what is there, so the last reference ends up first.
     for reference in references {
         let canvas = fit_on_white(reference, height, width)?.unsqueeze(2)?;
@@ -36,8 +62,12 @@ pub(super) fn control(
     let refs = references.len();
     let mut mask = vec![1f32; s * s * frames * h * w];
     for c in 0..s * s {
-        let start = c * frames * h * w;
-        mask[start..start + refs * h * w].fill(0.0);
+        let channel = &mut mask[c * frames * h * w..(c + 1) * frames * h * w];
+        for (f, values) in channel.chunks_mut(h * w).enumerate() {
+            if f < refs || leading_frame_kept(f - refs, frames - refs, num_frames, known) {
+                values.fill(0.0);
+            }
+        }
     }
     let mask = Tensor::from_vec(mask, (1, s * s, frames, h, w), &device)?;
     let control = Tensor::cat(&[&latents, &mask], 1)?;
@@ -51,6 +81,14 @@ pub(super) fn control(
     let layers = cfg.vace_layers.len();
     let scale = Tensor::from_vec(vec![conditioning_scale as f32; layers], layers, &device)?;
     Ok((control, scale))
+}
+
+/// Whether latent frame `j` of `latent_frames` is kept when the first `known` of `num_frames`
+/// pixel frames are given: diffusers downsamples the pixel mask in time with torch's
+/// `nearest-exact`, so latent frame j takes pixel frame floor((j + 0.5) * num_frames / latent_frames).
+fn leading_frame_kept(j: usize, latent_frames: usize, num_frames: usize, known: usize) -> bool {
+    let source = ((j as f64 + 0.5) * num_frames as f64 / latent_frames as f64).floor() as usize;
+    source.min(num_frames - 1) < known
 }
 
 /// `[1, 3, h, w]` in [-1, 1] scaled to fit `height` x `width` (aspect kept, bilinear as torch's

@@ -63,6 +63,7 @@ fn frames_of(case: &str, model_dir: &Path, dtype: DType) -> Tensor {
         image_embeds: pipeline.encode_image(&rgb).unwrap(),
         reference_images: Vec::new(),
         conditioning_scale: 1.0,
+        leading_frames: None,
     };
     let cancel = AtomicBool::new(false);
     let mut progress = |_| {};

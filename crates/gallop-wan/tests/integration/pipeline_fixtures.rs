@@ -87,6 +87,7 @@ pub(crate) fn load_case_at(dir: &Path, pipeline: WanPipeline) -> Case {
             .get("conditioning_scale")
             .and_then(|v| v.as_f64())
             .unwrap_or(1.0),
+        leading_frames: None,
     };
     Case {
         pipeline,
