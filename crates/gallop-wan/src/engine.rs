@@ -1,11 +1,14 @@
 //! `WanEngine`: the Wan pipelines behind `gallop_engine::Engine`, read as a recipe: [`plan`]
-//! maps a request onto the checkpoint (size, frames, guidance, noise), the pipeline denoises,
-//! and [`emit`] decodes the latents and streams frames at the output's size and rate.
+//! maps a request onto the checkpoint (size, frames, windows, guidance, noise), then for each
+//! window the pipeline denoises and [`emit`] decodes the latents and streams frames at the
+//! output's size and rate.
 //!
-//! Frames come from the duration at the family's native fps (as 4n + 1) and are resampled to
-//! the output's 24 fps; the size is the geometry table's, scaled down to the family's native
+//! Frames come from the duration at the family's native fps (as 4n + 1). A duration beyond the
+//! window the checkpoint was trained on is made as overlapping windows ([`crate::windows`]),
+//! each continuing the end of the one before. Frames are interpolated to the output's 24 fps
+//! ([`crate::output`]); the size is the geometry table's, scaled down to the family's native
 //! area and rounded to the checkpoint's multiples, then resized/cropped to the exact output
-//! size after decoding; the seed drives the initial noise.
+//! size after decoding; the seed drives the initial noise of every window.
 //!
 //! [`plan`]: WanEngine::plan
 //! [`emit`]: WanEngine::emit
@@ -14,15 +17,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use gallop_api::Geometry;
 use gallop_engine::{Engine, EngineError, EngineInfo, EngineInput, RunContext, Task};
 use image::RgbImage;
 
 use crate::error::{Context, Error, ensure};
 use crate::model_dir::{ModelIndex, PipelineClass};
+use crate::output::Output;
 use crate::pipeline::{
     DEFAULT_NEGATIVE_PROMPT, GenerateArgs, WanPipeline, gaussian_noise, image_to_tensor,
 };
 use crate::settings::{ComputeDevice, WanDebug, WanSettings, takes_guidance_2};
+use crate::windows::{Windows, window_seed};
 
 /// What a checkpoint family was trained for: its native frame rate and largest native frame
 /// area, and its published sampling recipe. Read from the checkpoint's own configs:
@@ -49,6 +55,12 @@ pub struct Family {
 }
 
 impl Family {
+    /// Frames of the window the family was trained on: 5 s at its native rate (81 at 16 fps,
+    /// 121 for TI2V-5B at 24 fps). Longer videos are made as chained windows.
+    pub fn trained_frames(&self) -> usize {
+        5 * self.fps as usize + 1
+    }
+
     pub fn of(pipeline: &WanPipeline) -> Self {
         let index = pipeline.index();
         let recipe = |max_area, fps| Self {
@@ -152,11 +164,21 @@ pub struct WanEngine {
     family: Family,
 }
 
+/// Frames consecutive windows share: two latent frames' worth plus the first, so a VACE window
+/// keeps its first two latent frames whole under diffusers' nearest-exact mask, and the
+/// cross-fade spans over half a second at 16 fps.
+fn window_overlap(temporal: usize) -> usize {
+    2 * temporal + 1
+}
+
 /// One run's mapping of a request onto the checkpoint.
 struct Plan {
     width: usize,
     height: usize,
-    num_frames: usize,
+    windows: Windows,
+    /// The rate frames are generated at (the output's when the debug frame count is exact).
+    native_fps: u32,
+    /// The first window's arguments; later windows change the noise and the conditioning.
     args: GenerateArgs,
 }
 
@@ -261,27 +283,34 @@ impl WanEngine {
         native.saturating_sub(1).div_ceil(t) * t + 1
     }
 
-    /// Which generated frame shows output frame `i`.
-    fn source_frame(&self, i: u32, out_fps: u32, generated: usize) -> usize {
-        if self.debug.num_frames.is_some() {
-            return (i as usize).min(generated - 1);
-        }
-        let j = (i as f64 * self.family.fps as f64 / out_fps as f64).round() as usize;
-        j.min(generated - 1)
+    /// The windows a video of `geometry` is made in: one when it fits the trained window, else
+    /// equal windows sharing [`window_overlap`] frames. What a run does, for reports and tests.
+    pub fn windows(&self, geometry: Geometry) -> Windows {
+        let t = self.pipeline.temporal_factor();
+        let needed = self.generation_frames(geometry.frames, geometry.fps);
+        Windows::plan(needed, self.family.trained_frames(), window_overlap(t), t)
     }
 
-    /// The whole run: plan, denoise (one progress unit a step), emit (one unit for decoding).
+    /// The whole run: plan, then per window denoise (one progress unit a step) and emit (one
+    /// unit for decoding).
     fn run(&self, input: &EngineInput<'_>, ctx: &mut RunContext<'_>) -> Result<(), EngineError> {
         let plan = self.plan(input)?;
-        ctx.plan(plan.args.steps as u32 + 1);
-        let latents = self
-            .pipeline
-            .denoise(&plan.args, ctx)
-            .map_err(engine_error)?;
-        self.emit(&latents, &plan, input, ctx)
-            .map_err(engine_error)?;
-        ctx.finish();
-        Ok(())
+        let windows = plan.windows;
+        ctx.plan(windows.count as u32 * (plan.args.steps as u32 + 1));
+        let mut output =
+            Output::new(windows, plan.native_fps, input.geometry).map_err(engine_error)?;
+        let mut dump = Vec::new();
+        for k in 0..windows.count {
+            let args = self
+                .window_args(&plan, k, output.tail(), input.seed)
+                .map_err(engine_error)?;
+            let latents = self.pipeline.denoise(&args, ctx).map_err(engine_error)?;
+            self.emit(&latents, &mut output, &mut dump, ctx)
+                .map_err(engine_error)?;
+            ctx.advance();
+        }
+        output.finish().map_err(engine_error)?;
+        self.dump_frames(dump).map_err(engine_error)
     }
 
     /// Maps the request onto the checkpoint. Inputs the checkpoint cannot take are
@@ -336,14 +365,25 @@ impl WanEngine {
     ) -> crate::Result<Plan> {
         let geometry = input.geometry;
         let (width, height) = self.generation_size(geometry.width, geometry.height);
-        let num_frames = self.generation_frames(geometry.frames, geometry.fps);
-        if self.debug.num_frames.is_some() {
-            ensure!(
-                num_frames == geometry.frames as usize,
-                "--num-frames {num_frames} must equal the output's {} frames",
-                geometry.frames
-            );
-        }
+        let windows = self.windows(geometry);
+        let num_frames = windows.length;
+        let native_fps = match self.debug.num_frames {
+            Some(n) => {
+                ensure!(
+                    n == geometry.frames,
+                    "--num-frames {n} must equal the output's {} frames",
+                    geometry.frames
+                );
+                geometry.fps
+            }
+            None => self.family.fps,
+        };
+        ensure!(
+            windows.count == 1 || self.debug.init_noise.is_none(),
+            "--init-noise holds one window's noise, but {} frames take {} windows",
+            geometry.frames,
+            windows.count
+        );
         self.pipeline.check_size(height, width, num_frames)?;
         let device = self.pipeline.device();
         let image = image
@@ -381,9 +421,52 @@ impl WanEngine {
         Ok(Plan {
             width,
             height,
-            num_frames,
+            windows,
+            native_fps,
             args,
         })
+    }
+
+    /// Window `k`'s arguments: its own noise, and for windows after the first the end of the
+    /// one before (`tail`) as the strongest condition the checkpoint takes. VACE continues the
+    /// tail's frames as its video input (video extension); image-to-video checkpoints start
+    /// from the tail's first frame, where this window's frames begin. Wan2.1-I2V's CLIP tokens
+    /// stay the run's first frame, holding the subject to it.
+    fn window_args(
+        &self,
+        plan: &Plan,
+        k: usize,
+        tail: &[RgbImage],
+        seed: u32,
+    ) -> crate::Result<GenerateArgs> {
+        if k == 0 {
+            return Ok(plan.args.clone());
+        }
+        let device = self.pipeline.device();
+        let mut args = plan.args.clone();
+        let shape = self.pipeline.latent_shape(
+            plan.height,
+            plan.width,
+            plan.windows.length,
+            args.reference_images.len(),
+        );
+        args.latents = gaussian_noise(&shape, window_seed(seed, k), device)?;
+        ensure!(
+            tail.len() == plan.windows.overlap,
+            "window {k} needs the {} frames the window before ends with, got {}",
+            plan.windows.overlap,
+            tail.len()
+        );
+        if self.pipeline.index().class == PipelineClass::Vace {
+            let frames = tail
+                .iter()
+                .map(|frame| Ok(image_to_tensor(frame, device)?.unsqueeze(2)?))
+                .collect::<crate::Result<Vec<_>>>()?;
+            args.leading_frames = Some(Tensor::cat(&frames, 2)?);
+        } else if args.image.is_some() {
+            args.image = Some(image_to_tensor(&tail[0], device)?);
+        }
+        Ok(args)
     }
 
     /// The negative prompt's embeddings when guidance is on: the request's, else the family's.
@@ -410,20 +493,15 @@ impl WanEngine {
         }
     }
 
-    /// Decodes one latent frame at a time and sends each output frame as soon as its source
-    /// frame is decoded, resized to the output and resampled to its rate.
+    /// Decodes one latent frame at a time and sends each output frame as soon as the frames it
+    /// is made from are decoded (joined, interpolated to the output's rate, fitted to its size).
     fn emit(
         &self,
         latents: &Tensor,
-        plan: &Plan,
-        input: &EngineInput<'_>,
+        output: &mut Output,
+        dump: &mut Vec<Tensor>,
         ctx: &mut RunContext<'_>,
     ) -> crate::Result<()> {
-        let geometry = input.geometry;
-        let mut decoded: Vec<RgbImage> = Vec::new();
-        let mut dump: Vec<Tensor> = Vec::new();
-        let mut next = 0u32;
-        let (out_w, out_h) = (geometry.width, geometry.height);
         let mut sink = |frames: Tensor| -> crate::Result<()> {
             ctx.check_cancel()?;
             // The encoder takes 8-bit frames from host memory (no-ops for CPU f32).
@@ -432,36 +510,24 @@ impl WanEngine {
                 dump.push(frames.clone());
             }
             for i in 0..frames.dim(0)? {
-                decoded.push(to_rgb(&frames.get(i)?)?);
-            }
-            while next < geometry.frames {
-                let j = self.source_frame(next, geometry.fps, plan.num_frames);
-                let Some(frame) = decoded.get(j) else { break };
-                let frame = if frame.dimensions() == (out_w, out_h) {
-                    frame.clone()
-                } else {
-                    gallop_media::fit_and_crop(frame, out_w, out_h)
-                };
-                ctx.emit(frame)?;
-                next += 1;
+                for frame in output.push(to_rgb(&frames.get(i)?)?)? {
+                    ctx.emit(frame)?;
+                }
             }
             Ok(())
         };
         self.pipeline.decode_streaming(latents, &mut sink)?;
-        ensure!(
-            next == geometry.frames,
-            "decoded {} frames at {}x{} but the video needs {}",
-            decoded.len(),
-            plan.width,
-            plan.height,
-            geometry.frames
-        );
-        if let Some(path) = &self.debug.dump_frames {
-            let frames = Tensor::cat(&dump, 0)?;
-            candle_core::safetensors::save(&[("frames", frames)].into_iter().collect(), path)
-                .with_context(|| format!("--dump-frames: cannot write {}", path.display()))?;
-        }
-        Ok(())
+        output.end_window()
+    }
+
+    /// `--dump-frames`: every window's decoded frames, before joining.
+    fn dump_frames(&self, dump: Vec<Tensor>) -> crate::Result<()> {
+        let Some(path) = &self.debug.dump_frames else {
+            return Ok(());
+        };
+        let frames = Tensor::cat(&dump, 0)?;
+        candle_core::safetensors::save(&[("frames", frames)].into_iter().collect(), path)
+            .with_context(|| format!("--dump-frames: cannot write {}", path.display()))
     }
 }
 

@@ -35,6 +35,9 @@ pub enum Error {
     Safetensors(#[from] safetensors::SafeTensorError),
     #[error(transparent)]
     Image(#[from] image::ImageError),
+    /// Frame interpolation or resizing of the output refused its frames.
+    #[error(transparent)]
+    Media(#[from] gallop_media::MediaError),
     /// The tokenizer library's own error.
     #[error("{0}")]
     Tokenizer(#[from] tokenizers::Error),

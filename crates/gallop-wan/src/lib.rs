@@ -9,6 +9,7 @@ pub mod fast_math;
 pub mod lora;
 pub mod memory;
 pub mod model_dir;
+pub mod output;
 pub mod pipeline;
 pub mod quant;
 pub mod scheduler;

@@ -130,6 +130,122 @@ pub fn cross_fade(previous: &[RgbImage], next: &mut [RgbImage]) {
     }
 }
 
+/// Joins the windows' frames, as they are decoded, into one video: each window's frames are
+/// colour-matched to the window before (so colour is held to the first window), the frames two
+/// windows share are cross-faded and sent once, and a window's last `overlap` frames are kept
+/// back until the next window's first frames arrive to be faded with them.
+#[derive(Debug)]
+pub struct Join {
+    windows: Windows,
+    /// The window whose frames come next, and how many of them have come.
+    window: usize,
+    index: usize,
+    colour: Option<ColourMatch>,
+    /// The finished window's last `overlap` frames (colour-matched, not yet sent).
+    tail: Vec<RgbImage>,
+    /// This window's first `overlap` frames, until all have come (windows after the first).
+    head: Vec<RgbImage>,
+    /// This window's last `overlap` frames, kept for the next window (all but the last window).
+    held: Vec<RgbImage>,
+}
+
+impl Join {
+    pub fn new(windows: Windows) -> Self {
+        // A frame cannot be both faded into the window before and kept for the one after.
+        assert!(
+            windows.count == 1 || windows.length > 2 * windows.overlap,
+            "windows of {} frames cannot share {} with each neighbour",
+            windows.length,
+            windows.overlap
+        );
+        Self {
+            windows,
+            window: 0,
+            index: 0,
+            colour: None,
+            tail: Vec::new(),
+            head: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+
+    pub fn windows(&self) -> Windows {
+        self.windows
+    }
+
+    /// The window whose frames come next.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// What the next window continues from: the finished window's last `overlap` frames as the
+    /// video will show them before the fade (colour-matched to the first window). Empty before
+    /// the first window.
+    pub fn tail(&self) -> &[RgbImage] {
+        &self.tail
+    }
+
+    /// Takes the current window's next frame; returns the frames of the joined video it
+    /// completes, in order.
+    pub fn push(&mut self, mut frame: RgbImage) -> crate::Result<Vec<RgbImage>> {
+        let Windows {
+            length,
+            overlap,
+            count,
+        } = self.windows;
+        crate::error::ensure!(
+            self.index < length,
+            "window {} sent more than its {length} frames",
+            self.window
+        );
+        let i = self.index;
+        self.index += 1;
+        if self.window > 0 && i < overlap {
+            self.head.push(frame);
+            return Ok(self.fade_in_head());
+        }
+        if let Some(colour) = &self.colour {
+            colour.apply(&mut frame);
+        }
+        if self.window + 1 < count && i >= length - overlap {
+            self.held.push(frame);
+            return Ok(Vec::new());
+        }
+        Ok(vec![frame])
+    }
+
+    /// Once the head is complete: matches this window's colour to the tail over the frames both
+    /// show, then fades from the tail into the head.
+    fn fade_in_head(&mut self) -> Vec<RgbImage> {
+        if self.head.len() < self.windows.overlap {
+            return Vec::new();
+        }
+        let colour = ColourMatch::between(&self.head, &self.tail);
+        for frame in &mut self.head {
+            colour.apply(frame);
+        }
+        cross_fade(&self.tail, &mut self.head);
+        self.colour = Some(colour);
+        self.tail.clear();
+        std::mem::take(&mut self.head)
+    }
+
+    /// The current window has sent all its frames; the next frames are the next window's.
+    pub fn end_window(&mut self) -> crate::Result<()> {
+        crate::error::ensure!(
+            self.index == self.windows.length,
+            "window {} sent {} frames, not {}",
+            self.window,
+            self.index,
+            self.windows.length
+        );
+        self.tail = std::mem::take(&mut self.held);
+        self.window += 1;
+        self.index = 0;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +306,47 @@ mod tests {
         cross_fade(&old, &mut new[..3]);
         let levels: Vec<u8> = new.iter().map(|f| f.get_pixel(0, 0)[0]).collect();
         assert_eq!(levels, [50, 100, 150, 200]);
+    }
+
+    /// Frame `n` of a video whose grey level rises by 2 a frame.
+    fn level(n: usize) -> RgbImage {
+        RgbImage::from_pixel(4, 2, image::Rgb([10 + 2 * n as u8, 50, 90]))
+    }
+
+    #[test]
+    fn join_sends_shared_frames_once_and_holds_colour_to_the_first_window() {
+        let windows = Windows::plan(33, 17, 5, 4);
+        assert_eq!(
+            (windows.count, windows.length, windows.frames()),
+            (3, 17, 41)
+        );
+        let mut join = Join::new(windows);
+        let mut video = Vec::new();
+        for k in 0..windows.count {
+            if k > 0 {
+                // The tail is the previous window's last frames: where this window starts.
+                let tail: Vec<u8> = join.tail().iter().map(|f| f.get_pixel(0, 0)[0]).collect();
+                let first = windows.start(k);
+                assert_eq!(
+                    tail,
+                    (first..first + 5)
+                        .map(|n| level(n)[(0, 0)][0])
+                        .collect::<Vec<_>>()
+                );
+            }
+            for i in 0..windows.length {
+                // Every window after the first comes out 20 levels too bright in red.
+                let mut frame = level(windows.start(k) + i);
+                if k > 0 {
+                    frame.pixels_mut().for_each(|p| p[0] += 20);
+                }
+                video.extend(join.push(frame).unwrap());
+            }
+            join.end_window().unwrap();
+        }
+        assert_eq!(video.len(), windows.frames());
+        for (n, frame) in video.iter().enumerate() {
+            assert_eq!(frame.get_pixel(3, 1), level(n).get_pixel(3, 1), "frame {n}");
+        }
     }
 }

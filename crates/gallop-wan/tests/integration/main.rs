@@ -1,6 +1,7 @@
 //! Every integration test of this crate, in one binary: each test binary links the whole
 //! dependency tree, so a binary per file cost CI gigabytes of disk and minutes of linking.
 
+mod chained_windows;
 mod changes_fixtures;
 mod clip_vision;
 mod held_weights;
