@@ -243,6 +243,53 @@ fn fifteen_seconds(
     save_for_eyes(&frames, &format!("chained_{name}"));
 }
 
+/// Cancel reaches a window after the first: set during the second window's first step, the
+/// run stops before its next step, having sent only frames of the first window.
+#[test]
+fn cancel_stops_a_later_window_between_steps() {
+    let engine = engine("i2v21", 48, 32, None);
+    let geometry = Geometry {
+        width: 48,
+        height: 32,
+        fps: 24,
+        frames: 15 * 24,
+    };
+    let request = request(ModelId::HhI2v, 15);
+    let images = [first_frame()];
+    let input = EngineInput {
+        request: &request,
+        images: &images,
+        geometry,
+        seed: 11,
+    };
+    let cancel = AtomicBool::new(false);
+    let mut sent = 0;
+    let mut last = 0;
+    let result = {
+        let mut on_progress = |p: Progress| {
+            last = p.step;
+            // Window 0 is STEPS steps and a decode; this is window 1's first step.
+            if p.step as usize == STEPS + 2 {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        let mut sink = |_: RgbImage| -> Result<(), String> {
+            sent += 1;
+            Ok(())
+        };
+        let mut ctx = RunContext::new(&mut on_progress, &cancel, &mut sink);
+        engine.generate(&input, &mut ctx)
+    };
+    assert!(
+        matches!(result, Err(gallop_engine::EngineError::Cancelled)),
+        "{result:?}"
+    );
+    assert_eq!(last as usize, STEPS + 2, "no step after the cancel");
+    // Only the first window's frames before its held tail (native 0-59): 24 fps frames up to
+    // source time 59, the 90th (59.33) waiting for frame 60.
+    assert_eq!(sent, 89);
+}
+
 /// A scene for the output stage: a red square moving at constant sub-pixel speed over a grey
 /// texture (grey everywhere, so redness marks the square alone).
 const SIDE: f32 = 12.0;
