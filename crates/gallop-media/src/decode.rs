@@ -11,24 +11,40 @@ use image::{
 use crate::MediaError;
 
 /// What an input image may look like. Sides are checked after EXIF orientation.
+///
+/// Memory: a decode may allocate at most [`DecodeLimits::memory_budget`] for its pixels (the
+/// frame in the sample type the file stores, e.g. 16-bit RGBA) and at most
+/// [`DecodeLimits::metadata_budget`] for what else a decoder keeps (colour profiles, EXIF, XMP
+/// and text chunks, inflated). Both follow from `max_pixels`, and are checked before anything
+/// that large is allocated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeLimits {
     /// Refused before anything is parsed.
     pub max_bytes: usize,
     /// Refused from the header, before the pixels are allocated.
     pub max_side: u32,
+    /// Width x height; refused from the header.
+    pub max_pixels: u64,
     pub min_side: u32,
     pub min_short_side: u32,
     /// Long side / short side.
     pub max_aspect: f32,
 }
 
+/// Bytes per pixel the memory budget allows at the largest size: one 8-bit RGBA frame.
+const BUDGET_BYTES_PER_PIXEL: u64 = 4;
+/// Share of the memory budget metadata may take: 1/16, 12.6 MB at 50 megapixels, more than
+/// any real colour profile or EXIF block.
+const METADATA_SHARE: u64 = 16;
+
 impl DecodeLimits {
-    /// Image-to-video input: at most 20 MB, each side 300..=8192 px, aspect within 1:2.5..2.5:1.
+    /// Image-to-video input: at most 20 MB, each side 300..=8192 px and at most 50.3 megapixels
+    /// (8192 x 6144, room for 50 MP phone photos), aspect within 1:2.5..2.5:1.
     pub fn i2v() -> Self {
         Self {
             max_bytes: 20_000_000,
             max_side: 8192,
+            max_pixels: 8192 * 6144,
             min_side: 300,
             min_short_side: 300,
             max_aspect: 2.5,
@@ -41,6 +57,19 @@ impl DecodeLimits {
             min_short_side: 400,
             ..Self::i2v()
         }
+    }
+
+    /// Most bytes a decode may allocate for its pixels: one 8-bit RGBA frame of `max_pixels`.
+    /// A file whose frame, in its own sample type, needs more is refused from its header.
+    pub fn memory_budget(&self) -> u64 {
+        self.max_pixels * BUDGET_BYTES_PER_PIXEL
+    }
+
+    /// Most bytes a decoder may allocate besides the pixels: colour profiles, EXIF, XMP and
+    /// text chunks, inflated. A file that needs more is refused; a compressed PNG colour profile
+    /// past it is dropped instead (colour profiles are not applied: pixels are taken as sRGB).
+    pub fn metadata_budget(&self) -> u64 {
+        self.memory_budget() / METADATA_SHARE
     }
 
     /// As i2v but sides down to 16 px, so tests can use small geometry.
@@ -75,21 +104,23 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Med
 
     // A PNG names its size in the first chunk: refuse a giant even if nothing follows it.
     if let Some((width, height)) = png_header_size(bytes) {
-        check_max_side(width, height, limits)?;
+        check_size(width, height, limits)?;
     }
-    if format == ImageFormat::WebP && !riff_is_complete(bytes) {
-        return Err(MediaError::Truncated(
-            "the WebP data is shorter than its RIFF header says".into(),
-        ));
+    if format == ImageFormat::WebP {
+        crate::webp_check::check_webp(bytes, |w, h| check_size(w, h, limits))?;
     }
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    // Header parsing allocates nothing sized by the image; the real limits go on below,
-    // once the dimensions are known and can be reported.
-    reader.no_limits();
-    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    // Only the memory cap goes on now: the side limits are checked below, where the error can
+    // say which rule the image broke. PNG headers inflate colour profiles and keep text chunks
+    // while they are parsed, so the cap must be in place before the header is read.
+    let mut metadata_limits = Limits::no_limits();
+    metadata_limits.max_alloc = Some(limits.metadata_budget());
+    reader.limits(metadata_limits);
+    let mut decoder = reader.into_decoder().map_err(|e| decode_error(e, limits))?;
     let (width, height) = decoder.dimensions();
-    check_max_side(width, height, limits)?;
+    check_size(width, height, limits)?;
+    check_frame_memory(width, height, decoder.total_bytes(), limits)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (upright_width, upright_height) = if swaps_sides(orientation) {
         (height, width)
@@ -98,21 +129,51 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Med
     };
     check_geometry(upright_width, upright_height, limits)?;
 
-    let mut pixel_limits = Limits::default();
+    let mut pixel_limits = Limits::no_limits();
     pixel_limits.max_image_width = Some(limits.max_side);
     pixel_limits.max_image_height = Some(limits.max_side);
-    decoder.set_limits(pixel_limits).map_err(decode_error)?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    pixel_limits.max_alloc = Some(limits.memory_budget());
+    decoder
+        .set_limits(pixel_limits)
+        .map_err(|e| decode_error(e, limits))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(e, limits))?;
     image.apply_orientation(orientation);
     Ok(flatten_on_white(image))
 }
 
-fn check_max_side(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), MediaError> {
+/// Sides and pixel count, from a header, before anything sized by them is allocated.
+fn check_size(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), MediaError> {
     if width > limits.max_side || height > limits.max_side {
         return Err(MediaError::TooLarge {
             width,
             height,
             max: limits.max_side,
+        });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(MediaError::TooManyPixels {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// The decoded frame, in the sample type the file stores (16-bit RGBA takes 8 bytes a pixel),
+/// must fit the memory budget.
+fn check_frame_memory(
+    width: u32,
+    height: u32,
+    frame_bytes: u64,
+    limits: &DecodeLimits,
+) -> Result<(), MediaError> {
+    if frame_bytes > limits.memory_budget() {
+        return Err(MediaError::OverMemoryBudget {
+            width,
+            height,
+            needed: frame_bytes,
+            budget: limits.memory_budget(),
         });
     }
     Ok(())
@@ -168,12 +229,16 @@ fn swaps_sides(orientation: Orientation) -> bool {
     )
 }
 
-fn decode_error(error: ImageError) -> MediaError {
+fn decode_error(error: ImageError, limits: &DecodeLimits) -> MediaError {
     match &error {
         ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             MediaError::Truncated("the file ends before the image data is complete".into())
         }
-        ImageError::Limits(_) => MediaError::Corrupt(format!("decoder limit reached: {error}")),
+        // Sides, pixels and the frame were checked from the header: what is left over the
+        // budget is metadata.
+        ImageError::Limits(_) => MediaError::MetadataOverBudget {
+            budget: limits.metadata_budget(),
+        },
         _ => MediaError::Corrupt(error.to_string()),
     }
 }
@@ -192,15 +257,6 @@ fn flatten_on_white(image: DynamicImage) -> RgbImage {
         }
     }
     rgb
-}
-
-/// A RIFF file states its own length after the magic; a WebP decoder reports a shortfall
-/// only as a "corrupt bitstream".
-fn riff_is_complete(bytes: &[u8]) -> bool {
-    match bytes.get(4..8) {
-        Some(size) => 8 + u32::from_le_bytes(size.try_into().unwrap()) as usize <= bytes.len(),
-        None => false,
-    }
 }
 
 /// Walks the JPEG marker segments and entropy-coded data; true only if an EOI marker is

@@ -13,6 +13,35 @@ pub enum MediaError {
     #[error("image is {width}x{height} px; each side must be at most {max} px")]
     TooLarge { width: u32, height: u32, max: u32 },
 
+    #[error(
+        "image is {width}x{height} px ({mp:.1} megapixels); at most {max_mp:.1} megapixels are allowed",
+        mp = f64::from(*width) * f64::from(*height) / 1e6,
+        max_mp = *max_pixels as f64 / 1e6
+    )]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
+
+    #[error(
+        "image is {width}x{height} px and needs {needed_mb:.0} MB to decode in its sample type; at most {budget_mb:.0} MB are allowed",
+        needed_mb = *needed as f64 / 1e6,
+        budget_mb = *budget as f64 / 1e6
+    )]
+    OverMemoryBudget {
+        width: u32,
+        height: u32,
+        needed: u64,
+        budget: u64,
+    },
+
+    #[error(
+        "image metadata (colour profile, EXIF, XMP or text chunks) needs more than {budget_mb:.1} MB to decode; refused",
+        budget_mb = *budget as f64 / 1e6
+    )]
+    MetadataOverBudget { budget: u64 },
+
     #[error("image is {width}x{height} px; each side must be at least {min} px")]
     TooSmall { width: u32, height: u32, min: u32 },
 

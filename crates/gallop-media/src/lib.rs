@@ -11,6 +11,7 @@ mod probe;
 mod resize;
 mod trace;
 mod watermark;
+mod webp_check;
 mod yuv;
 
 pub use decode::{DecodeLimits, decode_image};

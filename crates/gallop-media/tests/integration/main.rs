@@ -3,6 +3,7 @@
 
 mod common;
 
+mod decode_bombs;
 mod decode_image;
 mod interpolate;
 mod mp4_roundtrip;
