@@ -246,7 +246,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A string of `min_chars..=MAX_PROMPT_CHARS` characters (Unicode scalar values, as JSON
-    /// schema counts them).
+    /// schema counts them); when some are required, not only whitespace.
     pub(crate) fn text(
         &self,
         key: &str,
@@ -256,6 +256,13 @@ impl<'a> Fields<'a> {
             return Ok(None);
         };
         let chars = s.chars().count();
+        // A required text of only spaces and newlines says nothing: refuse it like an empty one.
+        if min_chars > 0 && chars > 0 && s.trim().is_empty() {
+            return Err(ValidationError::new(
+                self.pointer(key),
+                "must not be only whitespace",
+            ));
+        }
         if chars < min_chars {
             let rule = if min_chars == 1 {
                 "must not be empty".to_string()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gallop_api::GenerationRequest;
+use gallop_api::{GenerationRequest, redact_secrets};
 use gallop_engine::render::{RenderOptions, decode_request_images, image_field, render_video};
 use gallop_engine::{EngineError, Progress, RunContext, discard_frames};
 use tokio::sync::{Notify, watch};
@@ -563,17 +563,19 @@ enum RunError {
     Engine(EngineError),
 }
 
+/// The message is what the job record, its views and the logs show: secrets a client put in
+/// an image uri (`user:pass@`, `?token=`) are redacted here, once for all of them.
 fn final_failure(code: &str, message: String) -> Ending {
     Ending::Failed(Failure::Final {
         code: code.to_string(),
-        message,
+        message: redact_secrets(&message),
     })
 }
 
 fn retryable(message: String) -> Ending {
     Ending::Failed(Failure::Retryable {
         code: error_code::INTERNAL.to_string(),
-        message,
+        message: redact_secrets(&message),
     })
 }
 

@@ -275,6 +275,12 @@ fn each_broken_rule_points_into_the_dashscope_body() {
         ),
         (
             r2v_body(),
+            "/input/prompt",
+            Some(json!("   \n ")),
+            "Bad input: /input/prompt must not be only whitespace",
+        ),
+        (
+            r2v_body(),
             "/input/negative_prompt",
             Some(json!("blur")),
             "Bad input: /input/negative_prompt is not allowed",

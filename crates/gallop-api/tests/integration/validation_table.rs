@@ -168,6 +168,12 @@ fn each_broken_rule_gets_its_exact_message() {
         (
             R2V,
             "prompt",
+            Some(json!(" \t\n\u{3000} ")),
+            "/input/prompt must not be only whitespace",
+        ),
+        (
+            R2V,
+            "prompt",
             Some(json!(long)),
             "/input/prompt must have at most 2500 characters",
         ),

@@ -14,4 +14,5 @@ mod pipeline_serve_config;
 mod quiet_output;
 mod readme_session;
 mod serve;
+mod serve_secrets;
 mod upstream_routing;

@@ -31,10 +31,11 @@ struct DurationHistogram {
 
 impl Metrics {
     /// Counts one answered request. `route` is the matched route pattern (never the raw path, so
-    /// ids do not explode the label set).
+    /// ids do not explode the label set); a method outside HTTP's standard ones counts as
+    /// `other`, so a client inventing method names cannot grow the label set either.
     pub fn count_request(&self, method: &str, route: &str, status: u16) {
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((method.to_string(), route.to_string(), status))
+        *map.entry((method_label(method).to_string(), route.to_string(), status))
             .or_default() += 1;
     }
 
@@ -124,6 +125,17 @@ impl Metrics {
     }
 }
 
+/// The standard HTTP methods (RFC 9110 and PATCH) by name; anything else is `other`.
+fn method_label(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
 fn escape_label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -133,6 +145,20 @@ fn escape_label(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.count_request(&format!("JUNK{i}"), "unmatched", 405);
+        }
+        m.count_request("get", "unmatched", 405); // methods are case-sensitive: not GET
+        let text = m.render(&[]);
+        assert!(text.contains(
+            "gallop_http_requests_total{method=\"other\",route=\"unmatched\",status=\"405\"} 101\n"
+        ), "{text}");
+        assert!(!text.contains("JUNK"), "{text}");
+    }
 
     #[test]
     fn renders_counters_gauges_and_histogram() {

@@ -51,17 +51,22 @@ pub fn job_json(job: &Job, extras: &JobExtras) -> Value {
 /// polls stay small.
 const MAX_SHOWN_URI: usize = 200;
 
-/// The request as stored, with long `data:` image uris shortened to their head and size.
+/// The request as stored, with long `data:` image uris shortened to their head and size, and
+/// credentials in image uris (`user:pass@`, `?token=`) redacted.
 pub fn request_summary(request: &Value) -> Value {
     let mut request = request.clone();
     if let Some(images) = request.get_mut("images").and_then(Value::as_array_mut) {
         for image in images {
-            if let Some(uri) = image.as_str()
-                && uri.starts_with("data:")
-                && uri.len() > MAX_SHOWN_URI
-            {
-                let head: String = uri.chars().take(40).collect();
-                *image = json!(format!("{head}... ({} characters)", uri.len()));
+            let Some(uri) = image.as_str() else {
+                continue;
+            };
+            if uri.starts_with("data:") {
+                if uri.len() > MAX_SHOWN_URI {
+                    let head: String = uri.chars().take(40).collect();
+                    *image = json!(format!("{head}... ({} characters)", uri.len()));
+                }
+            } else {
+                *image = json!(gallop_api::redact_uri(uri));
             }
         }
     }
@@ -388,6 +393,11 @@ mod tests {
             )
         );
         assert_eq!(shown["images"][1], "https://x/a.png");
+        let request = json!({"images": ["https://u:secret@x/a.png?sig=s1"]});
+        assert_eq!(
+            request_summary(&request)["images"][0],
+            "https://REDACTED@x/a.png?sig=REDACTED"
+        );
         assert_eq!(shown["prompt"], "p");
     }
 

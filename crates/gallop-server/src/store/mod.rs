@@ -302,8 +302,9 @@ pub trait JobStore: Send + Sync {
     /// Marks a job's results as deleted (`result_key` becomes None).
     fn forget_result(&self, job_id: &str) -> StoreResult<()>;
     /// Once a job has ended, replaces the inline (`data:`) image uris of its stored request with
-    /// [`DELETED_INLINE_INPUT`]: inputs do not outlive their job. True if it changed the row
-    /// (false for a job still queued or running, or with nothing inline left).
+    /// [`DELETED_INLINE_INPUT`] and redacts credentials in the others (`user:pass@`, `?token=`):
+    /// inputs do not outlive their job. True if it changed the row (false for a job still queued
+    /// or running, or with nothing left to forget).
     fn forget_inputs(&self, job_id: &str) -> StoreResult<bool>;
 
     // ---- tokens ----

@@ -285,6 +285,56 @@ fn count(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> StoreResult
     Ok(tx.query_row(sql, args, |r| r.get::<_, i64>(0))? as u64)
 }
 
+/// A job's run time when none has completed yet to measure by.
+const DEFAULT_JOB_SECS: f64 = 60.0;
+/// The longest `Retry-After` handed out; an estimate past it says little.
+const MAX_RETRY_AFTER_SECS: f64 = 3600.0;
+
+/// When a queue slot should free, from the queue itself: the mean run time of the last 20
+/// completed jobs, how far the running jobs are into theirs, and (for one account) how many
+/// jobs wait ahead of its oldest queued one. A slot of the whole queue frees when the next
+/// running job ends; an account's, when its oldest queued job starts: after the jobs ahead of it
+/// have run, as many at a time as are running now.
+fn retry_after_secs(tx: &Connection, account: Option<&str>) -> StoreResult<u32> {
+    let mean_secs: Option<f64> = tx.query_row(
+        "SELECT AVG(finished_ms - started_ms) / 1000.0 FROM (SELECT finished_ms, started_ms \
+         FROM jobs WHERE status = 'completed' AND started_ms IS NOT NULL \
+         ORDER BY finished_ms DESC LIMIT 20)",
+        [],
+        |r| r.get(0),
+    )?;
+    let mean = mean_secs.filter(|m| *m > 0.0).unwrap_or(DEFAULT_JOB_SECS);
+    let running: Vec<f64> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT ({NOW} - started_ms) / 1000.0 FROM jobs WHERE status = 'running'"
+        ))?;
+        let rows = stmt.query_map([], |r| r.get::<_, f64>(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let first_end = running
+        .iter()
+        .map(|elapsed| (mean - elapsed).max(1.0))
+        .fold(f64::INFINITY, f64::min);
+    let first_end = if first_end.is_finite() {
+        first_end
+    } else {
+        mean
+    };
+    let ahead = match account {
+        None => 0,
+        Some(account) => count(
+            tx,
+            "SELECT COUNT(*) FROM jobs q, (SELECT priority AS p, seq AS s FROM jobs \
+               WHERE account = ?1 AND status = 'queued' ORDER BY priority DESC, seq LIMIT 1) me \
+             WHERE q.status = 'queued' AND (q.priority > me.p OR (q.priority = me.p AND q.seq < me.s))",
+            [account],
+        )?,
+    };
+    let waves = (ahead as f64 / running.len().max(1) as f64).floor();
+    let secs = (first_end + waves * mean).clamp(1.0, MAX_RETRY_AFTER_SECS);
+    Ok(secs.ceil() as u32)
+}
+
 fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -314,13 +364,8 @@ impl JobStore for SqliteStore {
                     return Ok(Submitted::Existing(existing));
                 }
             }
-            let queued_total = count(tx, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", [])?;
-            if queued_total >= cfg.max_queued_total as u64 {
-                return Err(StoreError::Full {
-                    reason: format!("{queued_total} jobs are queued (limit {})", cfg.max_queued_total),
-                    retry_after_secs: 30,
-                });
-            }
+            // The account's own cap first: an account at it is told so even when the whole
+            // queue is full too, and waits for its own jobs, not everyone's.
             let queued_account = count(
                 tx,
                 "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND account = ?1",
@@ -329,10 +374,17 @@ impl JobStore for SqliteStore {
             if queued_account >= cfg.max_queued_per_account as u64 {
                 return Err(StoreError::Full {
                     reason: format!(
-                        "account {} has {queued_account} queued jobs (limit {})",
+                        "account {} has {queued_account} queued jobs (limit {} per account)",
                         job.account, cfg.max_queued_per_account
                     ),
-                    retry_after_secs: 30,
+                    retry_after_secs: retry_after_secs(tx, Some(&job.account))?,
+                });
+            }
+            let queued_total = count(tx, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", [])?;
+            if queued_total >= cfg.max_queued_total as u64 {
+                return Err(StoreError::Full {
+                    reason: format!("{queued_total} jobs are queued (limit {})", cfg.max_queued_total),
+                    retry_after_secs: retry_after_secs(tx, None)?,
                 });
             }
             let id = uuid::Uuid::new_v4().to_string();
@@ -634,11 +686,17 @@ impl JobStore for SqliteStore {
             let mut changed = false;
             if let Some(images) = request.get_mut("images").and_then(|v| v.as_array_mut()) {
                 for image in images {
-                    let inline = image
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("data:") && s != DELETED_INLINE_INPUT);
-                    if inline {
-                        *image = serde_json::Value::from(DELETED_INLINE_INPUT);
+                    let Some(uri) = image.as_str() else {
+                        continue;
+                    };
+                    let forgotten = if uri.starts_with("data:") {
+                        DELETED_INLINE_INPUT.to_string()
+                    } else {
+                        // Credentials were needed to fetch the image, and no longer are.
+                        gallop_api::redact_uri(uri)
+                    };
+                    if forgotten != uri {
+                        *image = serde_json::Value::from(forgotten);
                         changed = true;
                     }
                 }

@@ -420,6 +420,39 @@ fn queue_full_total_and_per_account() {
 }
 
 #[test]
+fn retry_after_is_estimated_from_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        &dir,
+        StoreConfig {
+            max_queued_total: 100,
+            max_queued_per_account: 2,
+            ..config()
+        },
+    );
+    let retry_of = |account: &str| match store.submit(new_job(account)) {
+        Err(StoreError::Full {
+            retry_after_secs, ..
+        }) => retry_after_secs,
+        other => panic!("expected Full, got {other:?}"),
+    };
+    for account in ["a", "a", "b", "b"] {
+        submit(&store, new_job(account));
+    }
+    // Nothing ran yet: a job is taken to last 60 s. a's oldest job is next (60 s); b's waits
+    // behind a's two, one at a time (60 + 2 x 60 s).
+    assert_eq!(retry_of("a"), 60);
+    assert_eq!(retry_of("b"), 180);
+    // Two running (a's and b's oldest, least busy account first): b's next job waits behind
+    // one of a's, and two run at a time, so it starts when the first running one ends.
+    store.claim("w1").unwrap().unwrap();
+    store.claim("w2").unwrap().unwrap();
+    submit(&store, new_job("b"));
+    let b = retry_of("b");
+    assert!((59..=60).contains(&b), "{b}");
+}
+
+#[test]
 fn cancel_queued_at_once_and_running_via_flag() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, config());
@@ -622,7 +655,11 @@ fn inline_inputs_are_forgotten_only_once_the_job_ended() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, config());
     let job = NewJob {
-        request: json!({"images": ["data:image/png;base64,AAAA", "https://example.com/a.png"]}),
+        request: json!({"images": [
+            "data:image/png;base64,AAAA",
+            "https://example.com/a.png",
+            "https://bob:hunter2@example.com/b.png?token=t0k"
+        ]}),
         ..new_job("acme")
     };
     let id = submit(&store, job);
@@ -639,6 +676,11 @@ fn inline_inputs_are_forgotten_only_once_the_job_ended() {
         store.get(&id).unwrap().unwrap().request["images"][0],
         "data:image/png;base64,AAAA"
     );
+    assert_eq!(
+        store.get(&id).unwrap().unwrap().request["images"][2],
+        "https://bob:hunter2@example.com/b.png?token=t0k",
+        "the worker still needs the credentials"
+    );
     store.complete(&c.lease, "k").unwrap();
     assert!(store.forget_inputs(&id).unwrap());
     let request = store.get(&id).unwrap().unwrap().request;
@@ -646,7 +688,8 @@ fn inline_inputs_are_forgotten_only_once_the_job_ended() {
         request["images"],
         json!([
             gallop_server::store::DELETED_INLINE_INPUT,
-            "https://example.com/a.png"
+            "https://example.com/a.png",
+            "https://REDACTED@example.com/b.png?token=REDACTED"
         ])
     );
     assert!(

@@ -63,6 +63,40 @@ impl Server {
         }
     }
 
+    /// As `start`, with `RUST_LOG=log_filter` and the log (stderr) written to `log_file`.
+    pub fn start_logged(
+        data_dir: &Path,
+        addr: &str,
+        extra: &[&str],
+        log_filter: &str,
+        log_file: &Path,
+    ) -> Server {
+        let log = std::fs::File::create(log_file).unwrap();
+        let mut child = Command::new(GALLOP)
+            .args(["serve", "--addr", addr, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", log_filter)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Server {
+            child,
+            lines,
+            addr: addr.to_string(),
+        }
+    }
+
     /// Stdout lines up to and including the "listening" line.
     pub fn startup_lines(&self) -> Vec<String> {
         let mut seen = Vec::new();
