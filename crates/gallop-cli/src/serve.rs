@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use gallop_api::ModelId;
 
-use gallop_server::config::DEFAULT_ADDR;
+use gallop_server::config::{DEFAULT_ADDR, UploadQuota};
+use gallop_server::connections::ConnectionLimits;
 use gallop_server::upstreams::{UpstreamRoute, UpstreamRoutes};
 use gallop_server::{EngineMap, ServerConfig};
 use gallop_wan::WanSettings;
@@ -40,6 +41,28 @@ pub struct Args {
     /// Queued jobs accepted before new ones get 429 (code 3040).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     queue_limit: u32,
+    /// Queued jobs of one account (within --queue-limit): past it that account gets 429 while
+    /// other accounts still queue.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    queue_limit_per_account: u32,
+    /// Uploaded images one account may keep stored at once.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    upload_quota_count: u32,
+    /// Bytes of uploaded images one account may keep stored at once.
+    #[arg(long, default_value_t = 200 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    upload_quota_bytes: u64,
+    /// Open connections; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a request's headers may take to arrive (a new connection must send them in it).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
+    /// Seconds a request's body may take to arrive after its headers (408 past it).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    body_read_timeout: u64,
+    /// Seconds a keep-alive connection may stay open with no request in flight.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
     /// A TOML file naming what serves each model id: a Wan checkpoint (and its settings: the
     /// keys are the engine flags' names, `guidance_2` for --guidance-2) or an upstream Model
     /// Studio endpoint (`upstream = "NAME"` over an `[upstreams.NAME]` table); ids it does not
@@ -145,6 +168,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sync_wait: Duration::from_secs(args.sync_wait),
         job_timeout: Duration::from_secs(args.job_timeout),
         queue_limit: args.queue_limit as usize,
+        queue_limit_per_account: args.queue_limit_per_account as usize,
+        uploads: UploadQuota {
+            max_count: args.upload_quota_count,
+            max_bytes: args.upload_quota_bytes,
+        },
+        connections: ConnectionLimits {
+            max_connections: args.max_connections as usize,
+            header_read_timeout: Duration::from_secs(args.header_read_timeout),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+        },
         ..ServerConfig::default()
     };
     tokio::runtime::Builder::new_multi_thread()

@@ -67,9 +67,10 @@ impl RunningServer {
 /// Opens the data directory's job store (the one `gallop serve` and `gallop token` share).
 pub fn open_store(config: &ServerConfig) -> anyhow::Result<SqliteStore> {
     let limit = u32::try_from(config.queue_limit).unwrap_or(u32::MAX);
+    let per_account = u32::try_from(config.queue_limit_per_account).unwrap_or(u32::MAX);
     let store_config = StoreConfig {
         max_queued_total: limit,
-        max_queued_per_account: limit,
+        max_queued_per_account: per_account.min(limit),
         ..StoreConfig::default()
     };
     SqliteStore::open(&config.data_dir, store_config)
@@ -130,6 +131,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         body_limit: config.body_limit,
         url_ttl: config.url_ttl,
         upload_ttl: config.upload_ttl,
+        uploads: config.uploads,
+        upload_lock: tokio::sync::Mutex::new(()),
         engines: config.engines.clone(),
         upstreams: config.upstreams.clone(),
         vault,
@@ -139,13 +142,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let app = router(state.clone());
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.await;
-            })
-            .await
-    });
+    let limits = config.connections;
+    let serve = tokio::spawn(crate::connections::serve(
+        listener,
+        app,
+        limits,
+        async move {
+            let _ = shutdown_rx.await;
+        },
+    ));
     tracing::info!(%addr, %public_url, data_dir = %config.data_dir.display(), "gallop serving");
     Ok(RunningServer {
         addr,

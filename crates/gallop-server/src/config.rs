@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::connections::ConnectionLimits;
 use crate::engines::EngineMap;
 use crate::upstreams::UpstreamRoutes;
 
@@ -28,12 +29,18 @@ pub struct ServerConfig {
     pub job_timeout: Duration,
     /// Queued (not yet running) jobs accepted before new ones get 429.
     pub queue_limit: usize,
+    /// Queued jobs of one account; past it that account gets 429 while others still queue.
+    pub queue_limit_per_account: usize,
+    /// Uploads an account may keep stored at once.
+    pub uploads: UploadQuota,
     /// Largest request body accepted (413 past it).
     pub body_limit: usize,
     /// How long a signed result URL stays valid.
     pub url_ttl: Duration,
     /// How long an uploaded image serves the account's jobs, counted from its upload.
     pub upload_ttl: Duration,
+    /// Open connections and the header, body and idle timeouts of each.
+    pub connections: ConnectionLimits,
     /// Which engine serves each model id (`gallop serve --model-dir` or `--config`); the
     /// default, nothing configured, is the motion preview for every id, which says so.
     pub engines: EngineMap,
@@ -44,6 +51,25 @@ pub struct ServerConfig {
 
 /// Uploads live a day, as upstream's task ids and video URLs do.
 pub const DEFAULT_UPLOAD_TTL_SECS: u64 = 24 * 3600;
+
+/// How many uploaded images, and how many bytes of them, one account may keep stored. An upload
+/// is deleted `upload_ttl` after it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadQuota {
+    pub max_count: u32,
+    pub max_bytes: u64,
+}
+
+impl Default for UploadQuota {
+    /// Room for an r2v request's nine references, twice over, at typical photo sizes.
+    fn default() -> Self {
+        UploadQuota {
+            max_count: 50,
+            max_bytes: 200 * 1024 * 1024,
+        }
+    }
+}
+
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// Room for a few base64 data: uris of up to 20 MB images each, and no more.
 pub const DEFAULT_BODY_LIMIT: usize = 30 * 1024 * 1024;
@@ -59,9 +85,12 @@ impl Default for ServerConfig {
             sync_wait: Duration::from_secs(300),
             job_timeout: Duration::from_secs(3600),
             queue_limit: 100,
+            queue_limit_per_account: 20,
+            uploads: UploadQuota::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             url_ttl: Duration::from_secs(24 * 3600),
             upload_ttl: Duration::from_secs(DEFAULT_UPLOAD_TTL_SECS),
+            connections: ConnectionLimits::default(),
             engines: EngineMap::preview(),
             upstreams: UpstreamRoutes::default(),
         }

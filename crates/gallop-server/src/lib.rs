@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod engines;
 pub mod http;
 pub mod keys;

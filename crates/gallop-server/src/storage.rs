@@ -100,6 +100,22 @@ impl Storage {
         ignore_missing(self.store.delete(&upload_path(account, id)).await)
     }
 
+    /// What `account` keeps uploaded: how many, their bytes, and when the oldest was written
+    /// (unix ms; None without uploads).
+    pub async fn upload_usage(&self, account: &str) -> Result<UploadUsage, StorageError> {
+        check_segment("account", account)?;
+        let prefix = Path::from(format!("uploads/{account}").as_str());
+        let listing = self.store.list_with_delimiter(Some(&prefix)).await?;
+        let mut usage = UploadUsage::default();
+        for obj in listing.objects {
+            usage.count += 1;
+            usage.bytes += obj.size;
+            let written = obj.last_modified.timestamp_millis();
+            usage.oldest_ms = Some(usage.oldest_ms.map_or(written, |o: i64| o.min(written)));
+        }
+        Ok(usage)
+    }
+
     /// Deletes uploads last written more than `age_ms` ago; returns how many.
     pub async fn sweep_uploads(&self, age_ms: i64) -> Result<u32, StorageError> {
         let cutoff = now_ms() - age_ms;
@@ -154,6 +170,15 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// One account's stored uploads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadUsage {
+    pub count: u32,
+    pub bytes: u64,
+    /// When the oldest was written, unix ms.
+    pub oldest_ms: Option<i64>,
 }
 
 /// `gallop://uploads/{id}` -> `Some(id)`.

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::connections::BODY_TIMEOUT_MESSAGE;
 
 /// The raw body, or 413 (code 3006) past the limit.
 pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -15,11 +16,23 @@ pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<B
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(ApiError::too_large(limit))
         }
+        Err(rejection) if rejection.body_text().contains(BODY_TIMEOUT_MESSAGE) => {
+            Err(body_timeout())
+        }
         Err(rejection) => Err(ApiError::bad_input(format!(
             "could not read the request body: {}",
             rejection.body_text()
         ))),
     }
+}
+
+/// 408 (code 3007): the body did not arrive within the body-read timeout.
+pub fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        super::error::code::TIMEOUT,
+        format!("Request timeout: {BODY_TIMEOUT_MESSAGE}"),
+    )
 }
 
 /// The body as a JSON object. The content type must be JSON when given: clients that send none

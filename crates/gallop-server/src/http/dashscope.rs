@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gallop_api::{DashScopeErrorCode, VideoSynthesis, parse_video_synthesis};
@@ -104,13 +105,28 @@ async fn account(state: &SharedState, headers: &HeaderMap) -> Result<String, DsE
     })
 }
 
+/// The account of a DashScope request, refused in DashScope's shape. As an extractor it runs
+/// before the body is read: a client without a valid key never gets a body buffered.
+pub struct DsAccount(pub String);
+
+impl FromRequestParts<SharedState> for DsAccount {
+    type Rejection = DsError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(DsAccount(account(state, &parts.headers).await?))
+    }
+}
+
 /// `POST /api/v1/services/aigc/video-generation/video-synthesis`.
 pub async fn create(
     State(state): State<SharedState>,
+    DsAccount(account): DsAccount,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, DsError> {
-    let account = account(&state, &headers).await?;
     let is_async = headers
         .get("x-dashscope-async")
         .and_then(|v| v.to_str().ok())

@@ -15,7 +15,7 @@ pub mod openapi;
 mod ops;
 mod path;
 pub mod range;
-mod uploads;
+pub mod uploads;
 pub mod view;
 mod web;
 
@@ -57,6 +57,11 @@ pub struct AppState {
     pub url_ttl: Duration,
     /// Lifetime of an upload, counted from its upload (the upload answer states it).
     pub upload_ttl: Duration,
+    /// What each account may keep uploaded.
+    pub uploads: crate::config::UploadQuota,
+    /// Held from an upload's quota check to its write, so two uploads cannot both take the
+    /// last room.
+    pub upload_lock: tokio::sync::Mutex<()>,
     /// Which engine serves each model id: `/v1/models` reports it, submits for an id nothing
     /// serves are refused.
     pub engines: EngineMap,
@@ -117,8 +122,19 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             count_requests,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span each request is traced in: a signed link's `sig=` (and any other secret a client
+/// put in the query) never reaches the logs.
+fn request_span(req: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        uri = %gallop_api::redact_uri(&req.uri().to_string()),
+        version = ?req.version(),
+    )
 }
 
 /// How much of a refused body is read and thrown away so the client gets to read the 413.
@@ -179,8 +195,13 @@ where
 pub fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Full {
-            retry_after_secs, ..
-        } => ApiError::queue_full(u64::from(retry_after_secs.max(1))),
+            reason,
+            retry_after_secs,
+        } => {
+            let mut e = ApiError::queue_full(u64::from(retry_after_secs.max(1)));
+            e.message = format!("Out of capacity: {reason}; retry later");
+            e
+        }
         StoreError::IdempotencyConflict { key } => ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             error::code::IDEMPOTENCY_CONFLICT,

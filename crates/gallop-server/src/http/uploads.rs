@@ -12,9 +12,11 @@ use gallop_media::{DecodeLimits, MediaError, decode_image};
 use serde_json::json;
 
 use super::auth::Account;
+use super::body::body_timeout;
 use super::error::ApiError;
 use super::path::PathParams;
 use super::{SharedState, now_ms};
+use crate::connections::BODY_TIMEOUT_MESSAGE;
 use crate::storage::{StorageError, UPLOAD_URI_PREFIX};
 
 pub async fn create(
@@ -22,20 +24,7 @@ pub async fn create(
     Account(account): Account,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let bytes = if content_type.starts_with("multipart/form-data") {
-        first_file_part(&state, request).await?
-    } else {
-        axum::body::to_bytes(request.into_body(), state.body_limit)
-            .await
-            .map_err(|_| ApiError::too_large(state.body_limit))?
-            .to_vec()
-    };
+    let bytes = upload_bytes(request, state.body_limit).await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_input(
             "the upload is empty; send the image bytes",
@@ -43,6 +32,8 @@ pub async fn create(
     }
     let checked = check_image(bytes).await?;
     let size = checked.bytes.len();
+    let _one_at_a_time = state.upload_lock.lock().await;
+    check_quota(&state, &account, size as u64).await?;
     let id = state
         .storage
         .put_upload(&account, checked.bytes)
@@ -137,22 +128,75 @@ fn refusal(e: MediaError) -> ApiError {
     ApiError::bad_input(format!("upload: {e}"))
 }
 
+/// Refuses an upload that would take `account` past its quota (429, code 3040), with
+/// `Retry-After` set to when its oldest upload expires and frees room.
+async fn check_quota(state: &SharedState, account: &str, size: u64) -> Result<(), ApiError> {
+    let quota = state.uploads;
+    let ttl = state.upload_ttl;
+    let usage = state
+        .storage
+        .upload_usage(account)
+        .await
+        .map_err(ApiError::internal)?;
+    let over = if usage.count >= quota.max_count {
+        format!(
+            "account {account} keeps {} uploads (limit {})",
+            usage.count, quota.max_count
+        )
+    } else if usage.bytes + size > quota.max_bytes {
+        format!(
+            "account {account} keeps {} bytes of uploads and this one is {size} (limit {} bytes)",
+            usage.bytes, quota.max_bytes
+        )
+    } else {
+        return Ok(());
+    };
+    let expires_ms = usage.oldest_ms.unwrap_or_else(now_ms) + ttl.as_millis() as i64;
+    let retry_after = ((expires_ms - now_ms()).max(1000) as u64).div_ceil(1000);
+    let mut e = ApiError::queue_full(retry_after);
+    e.message = format!(
+        "Out of capacity: upload quota reached: {over}; an upload is deleted {} s after \
+         it was made",
+        ttl.as_secs()
+    );
+    Err(e)
+}
+
+/// The image bytes of an upload request: its raw body, or the first file part of a multipart
+/// body; at most `body_limit` bytes are read.
+pub async fn upload_bytes(request: Request, body_limit: usize) -> Result<Vec<u8>, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        return first_file_part(request, body_limit).await;
+    }
+    match axum::body::to_bytes(request.into_body(), body_limit).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e) if e.to_string().contains(BODY_TIMEOUT_MESSAGE) => Err(body_timeout()),
+        Err(_) => Err(ApiError::too_large(body_limit)),
+    }
+}
+
 /// The bytes of the first part that carries a file name (or the first part at all).
-async fn first_file_part(state: &SharedState, request: Request) -> Result<Vec<u8>, ApiError> {
-    let mut multipart = Multipart::from_request(request, state)
+async fn first_file_part(request: Request, body_limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_input(format!("multipart body: {}", e.body_text())))?;
     let mut fallback = None;
     while let Some(field) = multipart
         .next_field()
         .await
-        .map_err(|e| multipart_error(e.status(), e.body_text(), state.body_limit))?
+        .map_err(|e| multipart_error(e.status(), e.body_text(), body_limit))?
     {
         let has_file_name = field.file_name().is_some();
         let data = field
             .bytes()
             .await
-            .map_err(|e| multipart_error(e.status(), e.body_text(), state.body_limit))?;
+            .map_err(|e| multipart_error(e.status(), e.body_text(), body_limit))?;
         if has_file_name {
             return Ok(data.to_vec());
         }
@@ -164,6 +208,8 @@ async fn first_file_part(state: &SharedState, request: Request) -> Result<Vec<u8
 fn multipart_error(status: StatusCode, text: String, limit: usize) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
+    } else if text.contains(BODY_TIMEOUT_MESSAGE) {
+        body_timeout()
     } else {
         ApiError::bad_input(format!("multipart body: {text}"))
     }

@@ -9,6 +9,8 @@ mod http_auth;
 mod http_engine_map;
 mod http_errors;
 mod http_jobs;
+mod http_limits;
+mod http_quotas;
 mod http_routes;
 mod http_seeds;
 mod http_uploads;
