@@ -4,13 +4,12 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use gallop_api::{GenerationRequest, ModelId, UriPolicy, parse_input_with};
 use gallop_engine::render::{RenderOptions, decode_request_images, image_field};
-use gallop_engine::{Engine, EngineInfo, Progress, RunContext, render_video};
+use gallop_engine::{EngineInfo, Progress, RunContext, render_video};
 use gallop_wan::{WanDebug, WanSettings};
 use image::RgbImage;
 use serde_json::{Map, Value};
@@ -123,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     gallop_registry::refuse_settings_without_checkpoint(&args.wan, &args.debug)?;
     // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.
     let images = load_images(&request, args.debug.size().is_some())?;
-    let (engine, compute) = choose_engine(model, &args)?;
+    let served = gallop_registry::for_generate(model, args.wan.clone(), args.wan_debug())?;
 
     let options = RenderOptions {
         watermark_text: args.watermark_text.clone(),
@@ -158,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| format!("--dump-frames: cannot write {}: {e}", path.display()))
     };
     let ctx = RunContext::new(&mut progress, &cancel, &mut dump);
-    let output = render_video(engine.as_ref(), &request, &images, &options, ctx)?;
+    let output = render_video(served.engine.as_ref(), &request, &images, &options, ctx)?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -176,19 +175,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         output.fps,
         output.duration_secs()
     );
-    match compute {
+    match &served.compute {
         Some(compute) => println!("engine: {} on {compute}", describe_engine(&output.engine)),
         None => println!("engine: {}", describe_engine(&output.engine)),
     }
+    for line in &served.summary {
+        println!("{line}");
+    }
     println!("seed: {}", output.seed);
     Ok(())
-}
-
-/// The one place that decides which engine serves a run; with it, the Wan engine's device and
-/// dtype (`cpu, f32`) for the summary.
-fn choose_engine(model: ModelId, args: &Args) -> anyhow::Result<(Arc<dyn Engine>, Option<String>)> {
-    let served = gallop_registry::for_generate(model, args.wan.clone(), args.wan_debug())?;
-    Ok((served.engine, served.compute))
 }
 
 fn describe_engine(info: &EngineInfo) -> String {

@@ -127,6 +127,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .filter_map(|s| Some((s.model, s.compute.clone()?)))
         .collect();
+    let summaries: HashMap<ModelId, Vec<String>> = served
+        .iter()
+        .map(|s| (s.model, s.summary.clone()))
+        .collect();
     let engines: Vec<_> = served.into_iter().map(|s| (s.model, s.engine)).collect();
     // Once anything is configured, ids it does not name are not served (never the preview).
     let engines = match routes.is_empty() {
@@ -155,6 +159,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => {
                 println!("{model}: not served (no checkpoint configured; requests are refused)")
             }
+        }
+        for line in summaries.get(&model).into_iter().flatten() {
+            println!("  {line}");
         }
     }
     let config = ServerConfig {

@@ -79,6 +79,7 @@ fn describe(text: &str, path: &serde_path_to_error::Path, e: &toml::de::Error) -
                 key.push_str(&format!(".\"{k}\""))
             }
             serde_path_to_error::Segment::Map { key: k } => key.push_str(&format!(".{k}")),
+            serde_path_to_error::Segment::Seq { index } => key.push_str(&format!("[{index}]")),
             other => key.push_str(&format!(".{other}")),
         }
     }

@@ -15,12 +15,17 @@
 //! guidance_2 = 3.5    # optional; two-expert (A14B) checkpoints only
 //! device = "cuda:0"   # optional: cpu (default), cuda or cuda:N; CUDA builds only
 //! dtype = "bf16"      # optional: f32 (default), bf16 or f16 (on the CPU: weights held, f32 compute)
+//! quantize = "fp8"    # optional: int8 or fp8 matrices made at load
+//! recipe = "lightning-4step"  # optional: a distillation's steps, guidance and schedule
+//! loras = [{ path = "loras/high_noise.safetensors", strength = 1.0 }]  # relative: from this file
+//! loras_2 = [{ path = "loras/low_noise.safetensors" }]   # A14B's low-noise expert
+//! # also: scheduler = "euler" | "unipc", shift = 5.0, timesteps = [1000, 750, 500, 250],
+//! #       release_text_encoder = true
 //!
 //! [models."alibaba/hh1.1-r2v"]
 //! model_dir = "/models/Wan2.1-VACE-14B-diffusers"
 //! ```
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +34,7 @@ use gallop_engine::{Engine, Task};
 use gallop_upstream::UpstreamRoute;
 use gallop_wan::engine::{CheckedSettings, class_for, class_name, task_of};
 use gallop_wan::model_dir::ModelIndex;
+use gallop_wan::pipeline::WanPipeline;
 use gallop_wan::settings::SettingError;
 use gallop_wan::{WanDebug, WanEngine, WanSettings};
 
@@ -133,6 +139,9 @@ fn entry_checkpoint(
         return Err(": missing field `model_dir`".into());
     };
     settings.model_dir = Some(base.join(dir));
+    for lora in settings.loras.iter_mut().chain(settings.loras_2.iter_mut()) {
+        lora.path = base.join(&lora.path);
+    }
     check(model, settings).map_err(|e| match e.message.starts_with(e.key) {
         true => format!(".{}", e.message),
         false => format!(".{}: {}", e.key, e.message),
@@ -229,6 +238,8 @@ pub struct Served {
     pub model: ModelId,
     pub engine: Arc<dyn Engine>,
     pub compute: Option<String>,
+    /// How the checkpoint samples and which LoRAs it merged ([`WanEngine::summary`]).
+    pub summary: Vec<String>,
 }
 
 impl Served {
@@ -237,6 +248,7 @@ impl Served {
             model,
             engine: Arc::new(gallop_engine::PreviewEngine),
             compute: None,
+            summary: Vec::new(),
         }
     }
 
@@ -244,6 +256,7 @@ impl Served {
         Self {
             model,
             compute: Some(engine.compute()),
+            summary: engine.summary(),
             engine: Arc::new(engine),
         }
     }
@@ -259,7 +272,8 @@ pub fn load(checkpoints: Vec<Checkpoint>) -> Result<Vec<Served>> {
 }
 
 fn load_wan(checkpoints: Vec<Checkpoint>) -> Result<Vec<(ModelId, WanEngine)>> {
-    let mut loaded = HashMap::new();
+    // Pipelines loaded so far, by folder and the settings that shaped their weights.
+    let mut loaded: Vec<(PathBuf, WanSettings, Arc<WanPipeline>)> = Vec::new();
     let mut engines = Vec::new();
     for c in checkpoints {
         let (model, dir) = (c.model, c.dir().to_path_buf());
@@ -268,18 +282,17 @@ fn load_wan(checkpoints: Vec<Checkpoint>) -> Result<Vec<(ModelId, WanEngine)>> {
             model,
             source,
         };
-        let same = (
-            dir.canonicalize().unwrap_or_else(|_| dir.clone()),
-            c.settings().device,
-            c.settings().dtype,
-        );
-        let pipeline = match loaded.get(&same) {
-            Some(pipeline) => Arc::clone(pipeline),
+        let folder = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        let same = loaded
+            .iter()
+            .find(|(f, s, _)| *f == folder && s.loads_like(c.settings()));
+        let pipeline = match same {
+            Some((_, _, pipeline)) => Arc::clone(pipeline),
             None => {
                 let pipeline = c.checked.load_pipeline().map_err(load_error)?;
                 let compute = c.settings().compute();
                 tracing::info!("loaded {} for {model} on {compute}", dir.display());
-                loaded.insert(same, Arc::clone(&pipeline));
+                loaded.push((folder, c.settings().clone(), Arc::clone(&pipeline)));
                 pipeline
             }
         };

@@ -1,6 +1,7 @@
 use super::*;
 use clap::Parser;
 use gallop_wan::settings::{ComputeDevice, ComputeDtype};
+use std::collections::HashMap;
 
 fn pipelines() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../gallop-wan/tests/fixtures/pipelines")
@@ -92,6 +93,121 @@ fn flags_and_the_config_file_give_the_same_settings() {
             .settings
     );
     assert_eq!(bare, with_dir(dir));
+}
+
+/// The engine issue's settings (LoRAs per expert, quantization, a recipe and the schedule)
+/// read the same from flags and keys, relative LoRA paths from the file's folder.
+#[test]
+fn lora_quantize_and_recipe_flags_and_keys_give_the_same_settings() {
+    let dir = pipelines().join("a14b/model");
+    let loras = pipelines().join("../changes/loras");
+    let lora = |name: &str| loras.join(name).display().to_string();
+    let flags = Flags::try_parse_from([
+        "gallop",
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--lora",
+        &format!("{}:0.5", lora("a14b_high.safetensors")),
+        "--lora",
+        &lora("diffusers.safetensors"),
+        "--lora-2",
+        &lora("a14b_low.safetensors"),
+        "--quantize",
+        "fp8",
+        "--recipe",
+        "lightning-4step",
+        "--scheduler",
+        "unipc",
+        "--shift",
+        "3",
+        "--timesteps",
+        "1000,500",
+        "--release-text-encoder",
+    ])
+    .unwrap()
+    .settings;
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&loras, tmp.path().join("loras")).unwrap();
+    let path = tmp.path().join("gallop.toml");
+    let text = r#"
+        [models."alibaba/hh1-i2v"]
+        model_dir = "FIXTURES/a14b/model"
+        loras = [{ path = "LORAS/a14b_high.safetensors", strength = 0.5 },
+                 { path = "LORAS/diffusers.safetensors" }]
+        loras_2 = [{ path = "LORAS/a14b_low.safetensors" }]
+        quantize = "fp8"
+        recipe = "lightning-4step"
+        scheduler = "unipc"
+        shift = 3.0
+        timesteps = [1000, 500]
+        release_text_encoder = true
+        "#
+    .replace("FIXTURES", &pipelines().display().to_string())
+    .replace("LORAS", &loras.display().to_string());
+    std::fs::write(&path, text).unwrap();
+    let from_file = read_config(&path)
+        .unwrap()
+        .checkpoints
+        .remove(0)
+        .checked
+        .settings;
+    assert_eq!(flags, from_file);
+    assert_eq!(from_file.loras[0].strength, 0.5);
+    assert_eq!(from_file.loras[1].strength, 1.0);
+    // What the run does: the explicit settings over the recipe's, steps from the list.
+    assert_eq!(from_file.steps_setting(), Some(2));
+    assert_eq!(from_file.guidance_setting(), Some(1.0));
+    let schedule = from_file.schedule();
+    assert_eq!(schedule.shift, Some(3.0));
+    assert_eq!(schedule.timesteps, Some(vec![1000.0, 500.0]));
+    // A relative LoRA path is read from the config file's folder, as model_dir is.
+    std::fs::write(
+        &path,
+        format!(
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"{}\"\nloras = [{{ path = \"loras/diffusers.safetensors\" }}]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let relative = read_config(&path)
+        .unwrap()
+        .checkpoints
+        .remove(0)
+        .checked
+        .settings;
+    assert_eq!(
+        relative.loras[0].path,
+        tmp.path().join("loras/diffusers.safetensors")
+    );
+}
+
+#[test]
+fn a_recipe_gives_way_to_the_settings_beside_it() {
+    let recipe = |extra: &[&str]| {
+        let mut args = vec!["gallop", "--recipe", "lightx2v-4step"];
+        args.extend_from_slice(extra);
+        Flags::try_parse_from(args).unwrap().settings
+    };
+    let plain = recipe(&[]);
+    assert_eq!(plain.steps_setting(), Some(4));
+    assert_eq!(plain.guidance_setting(), Some(1.0));
+    assert_eq!(
+        plain.schedule().timesteps,
+        Some(vec![1000.0, 750.0, 500.0, 250.0])
+    );
+    // Another step count drops the recipe's list: the sampler spaces the steps.
+    let eight = recipe(&["--steps", "8", "--guidance", "2"]);
+    assert_eq!(eight.steps_setting(), Some(8));
+    assert_eq!(eight.guidance_setting(), Some(2.0));
+    assert_eq!(eight.schedule().timesteps, None);
+    assert_eq!(eight.schedule().shift, Some(5.0));
+    // Nothing given: the checkpoint's own recipe and scheduler.
+    let none = Flags::try_parse_from(["gallop"]).unwrap().settings;
+    assert_eq!(
+        (none.steps_setting(), none.guidance_setting()),
+        (None, None)
+    );
+    assert_eq!(none.schedule(), Default::default());
 }
 
 #[test]
@@ -199,6 +315,34 @@ fn errors_name_the_key_and_the_rule() {
         (
             "[models.\"alibaba/hh1-i2v\"]\nsteps = 3\n",
             "missing field `model_dir`",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nquantize = \"int4\"\n",
+            "models.\"alibaba/hh1-i2v\".quantize: must be int8 or fp8, got \"int4\"",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nrecipe = \"turbo\"\n",
+            "models.\"alibaba/hh1-i2v\".recipe: unknown recipe \"turbo\": expected one of lightx2v-4step, lightning-4step",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nloras = [{ path = \"x.safetensors\", strenght = 1.0 }]\n",
+            "models.\"alibaba/hh1-i2v\".loras[0].strenght: unknown field `strenght`",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nloras = [{ path = \"x.safetensors\" }]\n",
+            "models.\"alibaba/hh1-i2v\".loras: ",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\nloras_2 = [{ path = \"x.safetensors\" }]\n",
+            "models.\"alibaba/hh1-i2v\".loras_2 is for the low-noise expert",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/a14b/model\"\nsteps = 3\ntimesteps = [1000, 500]\n",
+            "models.\"alibaba/hh1-i2v\".timesteps lists 2 timesteps but steps is 3",
+        ),
+        (
+            "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/a14b/model\"\nshift = -1.0\n",
+            "models.\"alibaba/hh1-i2v\".shift must be a finite number > 0",
         ),
         ("models = {}\n", "`models` names no checkpoint"),
         (

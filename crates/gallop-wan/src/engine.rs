@@ -148,9 +148,10 @@ impl CheckedSettings {
     /// Loads the checkpoint's pipeline on the device, in the settings' dtype.
     pub fn load_pipeline(&self) -> crate::Result<Arc<WanPipeline>> {
         let dtype = self.settings.dtype.dtype();
-        Ok(Arc::new(WanPipeline::load(
+        Ok(Arc::new(WanPipeline::load_with(
             &self.index.dir,
             dtype,
+            &self.settings.changes(),
             &self.device,
         )?))
     }
@@ -238,11 +239,14 @@ impl WanEngine {
     /// checkpoints). A given `guidance_2` wins; else a given `guidance` applies to both experts
     /// (diffusers' rule); else the family's recipe.
     pub fn guidance_scales(&self) -> (f64, Option<f64>) {
-        let guidance = self.settings.guidance.unwrap_or(self.family.guidance);
+        let guidance = self
+            .settings
+            .guidance_setting()
+            .unwrap_or(self.family.guidance);
         let guidance_2 = self.family.guidance_2.map(|recipe| {
             self.settings
                 .guidance_2
-                .or(self.settings.guidance)
+                .or(self.settings.guidance_setting())
                 .unwrap_or(recipe)
         });
         (guidance, guidance_2)
@@ -250,7 +254,33 @@ impl WanEngine {
 
     /// Denoising steps a run takes.
     pub fn steps(&self) -> usize {
-        self.settings.steps.unwrap_or(self.family.steps)
+        self.settings.steps_setting().unwrap_or(self.family.steps)
+    }
+
+    /// How runs sample, for reports: `sampling: 4 steps, guidance 1 (no CFG), euler, shift 5,
+    /// timesteps 1000/750/500/250`, then one line per LoRA merged at load.
+    pub fn summary(&self) -> Vec<String> {
+        let (guidance, guidance_2) = self.guidance_scales();
+        let mut line = format!("sampling: {} steps, guidance {guidance}", self.steps());
+        if let Some(g2) = guidance_2 {
+            line.push_str(&format!("/{g2}"));
+        }
+        if guidance <= 1.0 {
+            line.push_str(" (no CFG)");
+        }
+        let scheduler = self.pipeline.scheduler();
+        line.push_str(&format!(
+            ", {}, shift {}",
+            scheduler.kind(),
+            scheduler.shift()
+        ));
+        if let Some(timesteps) = &self.settings.schedule().timesteps {
+            let list: Vec<String> = timesteps.iter().map(f64::to_string).collect();
+            line.push_str(&format!(", timesteps {}", list.join("/")));
+        }
+        let mut lines = vec![line];
+        lines.extend(self.pipeline.lora_summaries());
+        lines
     }
 
     pub fn pipeline(&self) -> &WanPipeline {

@@ -26,6 +26,7 @@ use crate::weights::TensorFile;
 
 /// One `--lora PATH[:STRENGTH]` (or a `loras` entry of the config).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoraSpec {
     pub path: PathBuf,
     #[serde(default = "unit_strength")]

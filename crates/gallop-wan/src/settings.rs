@@ -12,7 +12,11 @@ use std::str::FromStr;
 use candle_core::{DType, Device};
 use serde::Deserialize;
 
+use crate::lora::LoraSpec;
 use crate::model_dir::{ModelIndex, PipelineClass};
+use crate::pipeline::PipelineChanges;
+use crate::quant::Quantize;
+use crate::scheduler::{RecipeName, ScheduleSettings, Scheduler, SchedulerKind, check_timesteps};
 
 /// The operator's settings for one Wan checkpoint. `None` means the checkpoint family's recipe
 /// ([`crate::engine::Family`]).
@@ -49,6 +53,44 @@ pub struct WanSettings {
     #[arg(long, default_value_t)]
     #[serde(default)]
     pub dtype: ComputeDtype,
+    /// A LoRA merged into the transformer as it loads (for Wan2.2 A14B: the high-noise
+    /// expert), as PATH or PATH:STRENGTH [default strength: 1.0]; repeat to stack several.
+    /// Diffusers/PEFT, original Wan/lightx2v, ComfyUI and kohya/musubi keys are read.
+    #[arg(long = "lora", value_name = "PATH[:STRENGTH]")]
+    #[serde(default)]
+    pub loras: Vec<LoraSpec>,
+    /// Two-expert (Wan2.2 A14B) checkpoints only: a LoRA for the low-noise expert
+    /// (transformer_2), as --lora; Lightning ships one file per expert.
+    #[arg(long = "lora-2", value_name = "PATH[:STRENGTH]")]
+    #[serde(default)]
+    pub loras_2: Vec<LoraSpec>,
+    /// Hold the transformers' and the text encoder's matrices as int8 or fp8 (e4m3), one scale
+    /// per output channel, made at load; each is widened per use. Published fp8 files load as
+    /// they are without it.
+    #[arg(long, value_name = "int8|fp8")]
+    pub quantize: Option<Quantize>,
+    /// A published step distillation's sampling settings: lightx2v-4step or lightning-4step
+    /// (4 steps, guidance 1, euler, shift 5, timesteps 1000,750,500,250). --steps, --guidance,
+    /// --scheduler, --shift and --timesteps given beside it win.
+    #[arg(long)]
+    pub recipe: Option<RecipeName>,
+    /// The sampler: unipc or euler (flow-match Euler) [default: the checkpoint's
+    /// scheduler_config.json; with --recipe, the recipe's].
+    #[arg(long, value_name = "unipc|euler")]
+    pub scheduler: Option<SchedulerKind>,
+    /// The flow-matching shift of the noise schedule [default: the checkpoint's scheduler
+    /// config; with --recipe, the recipe's].
+    #[arg(long)]
+    pub shift: Option<f64>,
+    /// An explicit schedule: training timesteps, one per step, decreasing, in (0, 1000]
+    /// (comma separated: 1000,750,500,250); --steps defaults to their count.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub timesteps: Option<Vec<f64>>,
+    /// Drop the text encoder after each prompt is encoded and read it back from disk only for
+    /// a prompt not among the last 16 (less memory between runs, a slower new prompt).
+    #[arg(long)]
+    #[serde(default)]
+    pub release_text_encoder: bool,
 }
 
 /// Debug and test overrides of `gallop generate` (hidden flags), never part of a served model.
@@ -105,7 +147,11 @@ impl SettingError {
     /// The message as the command line says it: `--device: cuda:0 needs CUDA ...`,
     /// `--guidance-2: guidance_2 needs ...`.
     pub fn as_flag(&self) -> String {
-        let flag = format!("--{}", self.key.replace('_', "-"));
+        let flag = match self.key {
+            "loras" => "--lora".to_string(),
+            "loras_2" => "--lora-2".to_string(),
+            key => format!("--{}", key.replace('_', "-")),
+        };
         match self.message.strip_prefix(&format!("{}:", self.key)) {
             Some(rest) => format!("{flag}:{rest}"),
             None => format!("{flag}: {}", self.message),
@@ -121,12 +167,17 @@ impl WanSettings {
 
     /// Where and in which float type the pipeline computes, for reports: `cpu, f32`,
     /// `cpu, bf16 weights (f32 compute)`, `cuda:0, bf16`.
+    /// With --quantize: `cpu, int8 weights (f32 compute)`, `cuda:0, bf16, fp8 weights`.
     pub fn compute(&self) -> String {
-        match (self.device, self.dtype) {
-            (ComputeDevice::Cpu, ComputeDtype::Bf16 | ComputeDtype::F16) => {
+        match (self.device, self.dtype, self.quantize) {
+            (ComputeDevice::Cpu, _, Some(q)) => {
+                format!("{}, {q} weights (f32 compute)", self.device)
+            }
+            (ComputeDevice::Cpu, ComputeDtype::Bf16 | ComputeDtype::F16, None) => {
                 format!("{}, {} weights (f32 compute)", self.device, self.dtype)
             }
-            (device, dtype) => format!("{device}, {dtype}"),
+            (device, dtype, Some(q)) => format!("{device}, {dtype}, {q} weights"),
+            (device, dtype, None) => format!("{device}, {dtype}"),
         }
     }
 
@@ -163,7 +214,108 @@ impl WanSettings {
         if let Some(scale) = self.conditioning_scale {
             self.check_conditioning_scale(index, scale)?;
         }
+        self.check_schedule(index)?;
+        self.check_loras(index)
+    }
+
+    /// The shift and the timestep list against the checkpoint's scheduler, and the list's
+    /// length against the steps.
+    fn check_schedule(&self, index: &ModelIndex) -> Result<(), SettingError> {
+        if let Some(shift) = self.shift.filter(|s| !(s.is_finite() && *s > 0.0)) {
+            let message = format!("shift must be a finite number > 0, got {shift}");
+            return Err(SettingError::new("shift", message));
+        }
+        let Some(timesteps) = &self.timesteps else {
+            return Ok(());
+        };
+        let scheduler = Scheduler::from_dir(&index.component_dir("scheduler"))
+            .map_err(|e| SettingError::new("timesteps", format!("timesteps: {e}")))?;
+        check_timesteps("timesteps", timesteps, scheduler.num_train_timesteps())
+            .map_err(|e| SettingError::new("timesteps", e.to_string()))?;
+        match self.steps {
+            Some(steps) if steps != timesteps.len() => Err(SettingError::new(
+                "timesteps",
+                format!(
+                    "timesteps lists {} timesteps but steps is {steps}: give one per step (or \
+                     leave steps out)",
+                    timesteps.len()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every LoRA file exists with a finite strength; low-noise LoRAs need a low-noise expert.
+    /// Their keys and shapes are checked against the transformer as it loads.
+    fn check_loras(&self, index: &ModelIndex) -> Result<(), SettingError> {
+        if !self.loras_2.is_empty() && !index.has("transformer_2") {
+            let message = format!(
+                "loras_2 is for the low-noise expert of two-expert checkpoints (Wan2.2 A14B: \
+                 transformer_2), which {} does not have; use loras",
+                index.dir.display()
+            );
+            return Err(SettingError::new("loras_2", message));
+        }
+        for (key, loras) in [("loras", &self.loras), ("loras_2", &self.loras_2)] {
+            for lora in loras {
+                let file = lora.path.display();
+                if !lora.strength.is_finite() {
+                    let message = format!("{key}: {file}: strength must be a finite number");
+                    return Err(SettingError::new(key, message));
+                }
+                if !lora.path.is_file() {
+                    let message = format!("{key}: {file} is not a file");
+                    return Err(SettingError::new(key, message));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Steps a run takes when given: --steps, else the timestep list's count, else the
+    /// recipe's; None leaves the checkpoint family's.
+    pub fn steps_setting(&self) -> Option<usize> {
+        self.steps
+            .or(self.timesteps.as_ref().map(Vec::len))
+            .or(self.recipe.map(|r| r.recipe().steps))
+    }
+
+    /// The guidance scale when given: --guidance, else the recipe's.
+    pub fn guidance_setting(&self) -> Option<f64> {
+        self.guidance.or(self.recipe.map(|r| r.recipe().guidance))
+    }
+
+    /// The scheduler changes: each explicit setting over the recipe's. A recipe's timestep
+    /// list is dropped when --steps asks for another count (the sampler spaces them then).
+    pub fn schedule(&self) -> ScheduleSettings {
+        let recipe = self.recipe.map(|r| r.recipe());
+        let base = recipe.clone().map(|r| r.schedule).unwrap_or_default();
+        let recipe_timesteps = base
+            .timesteps
+            .filter(|t| self.steps.is_none_or(|steps| steps == t.len()));
+        ScheduleSettings {
+            scheduler: self.scheduler.or(base.scheduler),
+            shift: self.shift.or(base.shift),
+            timesteps: self.timesteps.clone().or(recipe_timesteps),
+        }
+    }
+
+    /// What loading changes in the checkpoint's weights and scheduler.
+    pub fn changes(&self) -> PipelineChanges {
+        PipelineChanges {
+            loras: self.loras.clone(),
+            loras_2: self.loras_2.clone(),
+            quantize: self.quantize,
+            schedule: self.schedule(),
+            release_text_encoder: self.release_text_encoder,
+        }
+    }
+
+    /// Whether two settings load the same weights (so one loaded pipeline can serve both).
+    pub fn loads_like(&self, other: &Self) -> bool {
+        self.device == other.device
+            && self.dtype == other.dtype
+            && self.changes() == other.changes()
     }
 
     fn check_guidance_2(&self, index: &ModelIndex, g2: f64) -> Result<(), SettingError> {
@@ -176,7 +328,7 @@ impl WanSettings {
             return Err(SettingError::new("guidance_2", message));
         }
         // diffusers turns classifier-free guidance on or off for both experts by `guidance`.
-        match self.guidance {
+        match self.guidance_setting() {
             Some(g) if g <= 1.0 && g2 > 1.0 => Err(SettingError::new(
                 "guidance_2",
                 format!(

@@ -15,7 +15,7 @@ use crate::error::{Context, bail};
 use candle_core::Tensor;
 
 pub use flow_euler::{FlowMatchEulerConfig, FlowMatchEulerScheduler};
-pub use recipe::{RECIPES, Recipe, ScheduleSettings, SchedulerKind, check_timesteps};
+pub use recipe::{RECIPES, Recipe, RecipeName, ScheduleSettings, SchedulerKind, check_timesteps};
 pub use unipc::{UniPcConfig, UniPcScheduler};
 
 /// Either scheduler, chosen by the `_class_name` of `scheduler_config.json`.

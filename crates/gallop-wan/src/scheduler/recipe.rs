@@ -171,25 +171,72 @@ pub const RECIPES: [(&str, &str); 2] = [
     ),
 ];
 
-impl FromStr for Recipe {
+/// `--recipe` / `recipe = "..."`: a preset by name ([`RECIPES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RecipeName {
+    Lightx2v4Step,
+    Lightning4Step,
+}
+
+impl RecipeName {
+    /// The preset's settings. Both published 4-step distillations sample the same way.
+    pub fn recipe(self) -> Recipe {
+        Recipe {
+            steps: 4,
+            guidance: 1.0,
+            schedule: ScheduleSettings {
+                scheduler: Some(SchedulerKind::Euler),
+                shift: Some(5.0),
+                timesteps: Some(vec![1000.0, 750.0, 500.0, 250.0]),
+            },
+        }
+    }
+}
+
+impl FromStr for RecipeName {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, String> {
         match name {
-            "lightx2v-4step" | "lightning-4step" => Ok(Self {
-                steps: 4,
-                guidance: 1.0,
-                schedule: ScheduleSettings {
-                    scheduler: Some(SchedulerKind::Euler),
-                    shift: Some(5.0),
-                    timesteps: Some(vec![1000.0, 750.0, 500.0, 250.0]),
-                },
-            }),
+            "lightx2v-4step" => Ok(Self::Lightx2v4Step),
+            "lightning-4step" => Ok(Self::Lightning4Step),
             _ => Err(format!(
                 "unknown recipe {name:?}: expected one of {}",
                 RECIPES.map(|(n, _)| n).join(", ")
             )),
         }
+    }
+}
+
+impl TryFrom<String> for RecipeName {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<RecipeName> for String {
+    fn from(r: RecipeName) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for RecipeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Lightx2v4Step => "lightx2v-4step",
+            Self::Lightning4Step => "lightning-4step",
+        })
+    }
+}
+
+impl FromStr for Recipe {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        name.parse::<RecipeName>().map(RecipeName::recipe)
     }
 }
 

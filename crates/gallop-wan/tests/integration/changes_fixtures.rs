@@ -148,7 +148,12 @@ fn check_pipeline(case: &str) -> (Tensor, f32) {
         .remove("frames")
         .unwrap();
     let distance = max_abs_diff(&frames, &unchanged).unwrap();
-    eprintln!("{case}: frames max abs distance from the unchanged checkpoint {distance:e}");
+    let mean = (&frames - &unchanged)
+        .and_then(|d| d.abs()?.mean_all()?.to_scalar::<f32>())
+        .unwrap();
+    eprintln!(
+        "{case}: frames' distance from the unchanged checkpoint's: max abs {distance:e}, mean abs {mean:e}"
+    );
     (frames, distance)
 }
 
