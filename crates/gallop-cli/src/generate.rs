@@ -2,17 +2,22 @@
 //! from `--input` and/or flags, validates it as the API would, reads the images, and hands the
 //! rest to `gallop_engine::render_video`, the same code the server's worker runs.
 
-use std::io::IsTerminal;
+mod flags;
+mod output;
+mod progress;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use gallop_api::{GenerationRequest, ModelId, UriPolicy, parse_input_with};
 use gallop_engine::render::{RenderOptions, decode_request_images, image_field};
-use gallop_engine::{EngineInfo, Progress, RunContext, render_video};
+use gallop_engine::{EngineInfo, RunContext, render_video};
 use gallop_wan::{WanDebug, WanSettings};
 use image::RgbImage;
 use serde_json::{Map, Value};
+
+use flags::FlagNames;
 
 /// Upstream's input limit, for local files as for fetched ones.
 const MAX_IMAGE_BYTES: u64 = gallop_fetch::MAX_IMAGE_BYTES as u64;
@@ -29,29 +34,37 @@ pub struct Args {
     /// An image: a local path, file://, http(s):// or data: URI. Repeat for r2v references.
     #[arg(long = "image")]
     images: Vec<String>,
+    /// What happens in the video, at most 2500 characters; r2v (where it is required) calls the
+    /// references "image 1", "image 2", ... in --image order.
     #[arg(long)]
     prompt: Option<String>,
+    /// i2v only: what the video should not show.
     #[arg(long)]
     negative_prompt: Option<String>,
-    /// 720P or 1080P.
+    /// 720P or 1080P [default: 720P].
     #[arg(long)]
     resolution: Option<String>,
-    /// r2v only: 16:9, 9:16, 3:4, 4:3, 1:1, 21:9, 9:21, 5:4, 4:5.
+    /// r2v only: 16:9, 9:16, 3:4, 4:3, 1:1, 21:9, 9:21, 5:4, 4:5 [default: 16:9]; i2v follows
+    /// the image's shape.
     #[arg(long)]
     ratio: Option<String>,
-    /// Whole seconds, 3 to 15.
+    /// Whole seconds, 3 to 15 [default: 5].
     #[arg(long, allow_negative_numbers = true)]
     duration: Option<i64>,
     /// 0 to 2147483647; picked at random (and printed) when absent.
     #[arg(long, allow_negative_numbers = true)]
     seed: Option<i64>,
-    /// Draw the visible mark in the bottom-right corner (default true).
+    /// Draw the visible mark in the bottom-right corner: true or false [default: true].
     #[arg(long)]
     watermark: Option<bool>,
+    /// No visible mark (the same as --watermark false).
+    #[arg(long, conflicts_with = "watermark")]
+    no_watermark: bool,
     /// Text of the mark.
     #[arg(long)]
     watermark_text: Option<String>,
-    /// Where to write the MP4.
+    /// Where to write the MP4 (the name must end in .mp4). Its folder is created if missing;
+    /// both are checked before any work starts.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
     /// Debug: also write every encoded frame (watermark drawn) as DIR/frame_NNNNN.png; with
@@ -59,7 +72,10 @@ pub struct Args {
     /// encoding as tensor `frames`, f32 [F, H, W, 3] in [0, 1].
     #[arg(long, hide = true)]
     dump_frames: Option<PathBuf>,
-    #[command(flatten)]
+    #[command(
+        flatten,
+        next_help_heading = "Wan checkpoint (without --model-dir: the motion preview)"
+    )]
     wan: WanSettings,
     #[command(flatten)]
     debug: WanDebug,
@@ -116,12 +132,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ModelId::HhR2v
         )
     })?;
-    let input = build_input(model, &args)?;
-    let request = parse_input_with(model, &input, UriPolicy::AllowFiles)
-        .map_err(|e| anyhow::anyhow!("Bad input: {e}"))?;
+    let file = read_input_file(&args)?;
+    let names = FlagNames::new(&args, model, &file);
+    let input = build_input(model, &args, file)?;
+    let request =
+        parse_input_with(model, &input, UriPolicy::AllowFiles).map_err(|e| names.validation(&e))?;
     gallop_registry::refuse_settings_without_checkpoint(&args.wan, &args.debug)?;
+    // Before any work: a render must not end in "cannot write".
+    let out = output::OutputFile::prepare(&args.output)?;
     // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.
-    let images = load_images(&request, args.debug.size().is_some())?;
+    let images = load_images(&request, args.debug.size().is_some(), &names)?;
     let served = gallop_registry::for_generate(model, args.wan.clone(), args.wan_debug())?;
 
     let options = RenderOptions {
@@ -129,19 +149,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         geometry: args.geometry_override(&request, &images),
     };
     let cancel = AtomicBool::new(false);
-    let bar = std::io::stderr().is_terminal().then(|| {
-        progress_bar(
-            request
-                .geometry(images.first().map(|i| i.dimensions()))
-                .frames,
-        )
-    });
-    let mut progress = |p: Progress| {
-        if let Some(bar) = &bar {
-            bar.set_length(p.total.into());
-            bar.set_position(p.step.into());
-        }
-    };
+    let mut reporter = progress::Reporter::new();
+    let mut progress = |p| reporter.report(p);
     let png_dir = args.dump_frames.as_ref().filter(|_| !args.dumps_tensor());
     if let Some(dir) = png_dir {
         std::fs::create_dir_all(dir)
@@ -158,11 +167,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let ctx = RunContext::new(&mut progress, &cancel, &mut dump);
     let output = render_video(served.engine.as_ref(), &request, &images, &options, ctx)?;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-    std::fs::write(&args.output, &output.mp4)
-        .with_context(|| format!("-o: cannot write {}", args.output.display()))?;
+    reporter.finish();
+    out.write(&output.mp4)?;
 
     let bytes = output.mp4.len();
     println!("wrote {}", args.output.display());
@@ -194,20 +200,9 @@ fn describe_engine(info: &EngineInfo) -> String {
     }
 }
 
-fn progress_bar(frames: u32) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(frames.into());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} frames, {elapsed} (eta {eta})",
-        )
-        .expect("the template is valid"),
-    );
-    bar
-}
-
-/// The seed-shaped `input` object: the `--input` file's, with flags laid over it.
-fn build_input(model: ModelId, args: &Args) -> anyhow::Result<Value> {
-    let mut input = match &args.input {
+/// The `--input` file's object (empty without one).
+fn read_input_file(args: &Args) -> anyhow::Result<Map<String, Value>> {
+    Ok(match &args.input {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--input: cannot read {}", path.display()))?;
@@ -222,7 +217,15 @@ fn build_input(model: ModelId, args: &Args) -> anyhow::Result<Value> {
             }
         }
         None => Map::new(),
-    };
+    })
+}
+
+/// The seed-shaped `input` object: the `--input` file's, with flags laid over it.
+fn build_input(
+    model: ModelId,
+    args: &Args,
+    mut input: Map<String, Value>,
+) -> anyhow::Result<Value> {
     if !args.images.is_empty() {
         let uris: Vec<Value> = args
             .images
@@ -272,7 +275,12 @@ fn build_input(model: ModelId, args: &Args) -> anyhow::Result<Value> {
     set("ratio", args.ratio.clone().map(Value::from));
     set("duration", args.duration.map(Value::from));
     set("seed", args.seed.map(Value::from));
-    set("watermark", args.watermark.map(Value::from));
+    set(
+        "watermark",
+        args.watermark
+            .or(args.no_watermark.then_some(false))
+            .map(Value::from),
+    );
     Ok(Value::Object(input))
 }
 
@@ -296,11 +304,15 @@ fn to_uri(value: &str, base: Option<&Path>) -> anyhow::Result<String> {
 }
 
 /// Reads and decodes every image of the request, naming the field of any that fails.
-fn load_images(request: &GenerationRequest, tiny_allowed: bool) -> anyhow::Result<Vec<RgbImage>> {
+fn load_images(
+    request: &GenerationRequest,
+    tiny_allowed: bool,
+    names: &FlagNames,
+) -> anyhow::Result<Vec<RgbImage>> {
     let mut bytes = Vec::with_capacity(request.images.len());
     for (i, uri) in request.images.iter().enumerate() {
         let field = image_field(request.model, i);
-        bytes.push(read_uri(uri).map_err(|e| anyhow::anyhow!("{field}: {e}"))?);
+        bytes.push(read_uri(uri).map_err(|e| names.image(&field, format!("{e:#}")))?);
     }
     if tiny_allowed {
         // Every rule but the minimum size (byte limit, format, aspect) still applies.
@@ -310,11 +322,11 @@ fn load_images(request: &GenerationRequest, tiny_allowed: bool) -> anyhow::Resul
             .enumerate()
             .map(|(i, b)| {
                 gallop_media::decode_image(b, &limits)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", image_field(request.model, i)))
+                    .map_err(|e| names.image(&image_field(request.model, i), e))
             })
             .collect();
     }
-    Ok(decode_request_images(request.model, &bytes)?)
+    decode_request_images(request.model, &bytes).map_err(|e| names.image(&e.field, e.message))
 }
 
 fn read_uri(uri: &str) -> anyhow::Result<Vec<u8>> {

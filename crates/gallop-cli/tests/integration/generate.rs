@@ -497,10 +497,10 @@ fn bad_input_fails_with_the_validation_message() {
         "-o",
         out,
     ]);
-    assert!(err.contains("/input/duration must be <= 15"), "{err}");
+    assert!(err.contains("--duration must be 3..15"), "{err}");
 
     let err = generate_err(&["--model", I2V, "--image", &image, "--seed", "-1", "-o", out]);
-    assert!(err.contains("/input/seed"), "{err}");
+    assert!(err.contains("--seed must be 0..2147483647"), "{err}");
 
     let err = generate_err(&[
         "--model",
@@ -512,13 +512,19 @@ fn bad_input_fails_with_the_validation_message() {
         "-o",
         out,
     ]);
-    assert!(err.contains("/input/resolution"), "{err}");
+    assert!(err.contains("--resolution must be one of"), "{err}");
 
     let err = generate_err(&["--model", R2V, "--image", &image, "-o", out]);
-    assert!(err.contains("/input/prompt"), "{err}");
+    assert!(
+        err.contains("--prompt is required for alibaba/hh1.1-r2v"),
+        "{err}"
+    );
 
     let err = generate_err(&["--model", I2V, "--image", &small, "-o", out]);
-    assert!(err.contains("/input/image: image is 200x200 px"), "{err}");
+    assert!(
+        err.contains(&format!("--image {small}: image is 200x200 px")),
+        "{err}"
+    );
 
     let err = generate_err(&[
         "--model",
@@ -533,7 +539,7 @@ fn bad_input_fails_with_the_validation_message() {
         out,
     ]);
     assert!(
-        err.contains("/input/images/1: image is 500x350 px"),
+        err.contains(&format!("--image #2 ({short}): image is 500x350 px")),
         "{err}"
     );
 
@@ -547,7 +553,7 @@ fn bad_input_fails_with_the_validation_message() {
         out,
     ]);
     assert!(
-        err.contains("/input/image") && err.contains("missing.png"),
+        err.contains("--image ") && err.contains("missing.png"),
         "{err}"
     );
 

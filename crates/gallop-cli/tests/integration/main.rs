@@ -6,6 +6,7 @@ mod support;
 mod compute_device;
 mod debug_frames;
 mod generate;
+mod generate_first_run;
 mod pipeline_generate;
 mod pipeline_generate_a14b;
 mod pipeline_models_pull;
