@@ -415,7 +415,7 @@ fn help_shows_the_wan_settings_with_their_defaults() {
         help.find("  --model-dir").is_some_and(|at| at > heading),
         "{help}"
     );
-    for flag in ["--steps", "--guidance", "--guidance-2"] {
+    for flag in ["--steps", "--guidance", "--guidance-2", "--shift"] {
         let entry = help_entry(&help, flag);
         assert!(
             help.find(&entry).is_some_and(|at| at > heading),
