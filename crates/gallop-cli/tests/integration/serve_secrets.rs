@@ -8,7 +8,7 @@ use support::*;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRETS: [&str; 4] = ["hunter2", "t0psecret", "s3cr3tpw", "apikeyvalue9"];
 
@@ -41,27 +41,6 @@ fn image_host() -> String {
         }
     });
     addr
-}
-
-fn wait_failed(addr: &str, token: &str, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = http(
-            addr,
-            "GET",
-            &format!("/v1/jobs/{id}"),
-            token,
-            "application/json",
-            b"",
-        );
-        assert_eq!(status, 200, "{body}");
-        let job = json(&body);
-        if job["status"] == "failed" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -140,7 +119,7 @@ fn credentials_appear_in_no_error_record_or_log_line() {
 
     let mut seen = Vec::new();
     for id in &ids {
-        let job = wait_failed(&addr, &token, id);
+        let job = wait_ended(&addr, &token, id, "failed", Duration::from_secs(60));
         let error = job["error"].to_string();
         assert!(
             error.contains("REDACTED@127.0.0.1"),

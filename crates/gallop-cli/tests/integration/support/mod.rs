@@ -210,6 +210,18 @@ pub fn token_from(lines: &[String]) -> String {
 /// Polls `GET /v1/jobs/{id}` until the job completes; panics if it ends otherwise or takes
 /// longer than `within`.
 pub fn wait_completed(addr: &str, token: &str, id: &str, within: Duration) -> serde_json::Value {
+    wait_ended(addr, token, id, "completed", within)
+}
+
+/// Polls `GET /v1/jobs/{id}` until the job leaves queued/running; panics unless it ends as
+/// `wanted` within `within`.
+pub fn wait_ended(
+    addr: &str,
+    token: &str,
+    id: &str,
+    wanted: &str,
+    within: Duration,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + within;
     loop {
         let (status, body) = http(
@@ -222,7 +234,7 @@ pub fn wait_completed(addr: &str, token: &str, id: &str, within: Duration) -> se
         );
         assert_eq!(status, 200, "{body}");
         let job = json(&body);
-        if job["status"] == "completed" {
+        if job["status"] == wanted {
             return job;
         }
         assert!(
