@@ -116,7 +116,11 @@ pub fn top_level_boxes(bytes: &[u8]) -> Vec<String> {
             },
             n => n,
         };
-        if size < 8 || offset as u64 + size > bytes.len() as u64 {
+        // A 64-bit size near 2^64 must not wrap the bound (found by fuzzing).
+        let fits = (offset as u64)
+            .checked_add(size)
+            .is_some_and(|end| end <= bytes.len() as u64);
+        if size < 8 || !fits {
             break;
         }
         names.push(name);

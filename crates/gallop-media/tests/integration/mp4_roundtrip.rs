@@ -278,3 +278,18 @@ fn moving_saturated_edges_and_texture_keep_clean_blocks() {
         );
     }
 }
+
+/// Found by the mp4_reader fuzz target: a 64-bit box size near 2^64 once wrapped the bound.
+#[test]
+fn a_box_size_near_u64_max_ends_the_box_walk() {
+    let mut mp4 = vec![0, 0, 0, 16];
+    mp4.extend_from_slice(b"free");
+    mp4.extend_from_slice(&[0; 8]);
+    mp4.extend_from_slice(&[0, 0, 0, 1]);
+    mp4.extend_from_slice(b"mdat");
+    mp4.extend_from_slice(&(u64::MAX - 8).to_be_bytes());
+    mp4.extend_from_slice(&[0xff; 32]);
+    assert_eq!(top_level_boxes(&mp4), vec!["free".to_string()]);
+    let fuzzed = include_bytes!("../../../../fuzz/seeds/mp4_reader/crash-largesize-overflow");
+    let _ = top_level_boxes(fuzzed);
+}
