@@ -397,3 +397,8 @@ impl ApiError {
         }
     }
 }
+
+/// Key of a job's stored request under which the DashScope route keeps what only that shape
+/// carries: `model` (as the client spelled it), `prompt_extend` and `image_fields`; the worker
+/// reads `prompt_extend` back when it routes the job upstream.
+pub const DASHSCOPE_KEY: &str = "dashscope";

@@ -49,8 +49,7 @@ pub struct ServerConfig {
     pub upstreams: UpstreamRoutes,
 }
 
-/// Uploads live a day, as upstream's task ids and video URLs do.
-pub const DEFAULT_UPLOAD_TTL_SECS: u64 = 24 * 3600;
+pub use gallop_storage::DEFAULT_UPLOAD_TTL_SECS;
 
 /// How many uploaded images, and how many bytes of them, one account may keep stored. An upload
 /// is deleted `upload_ttl` after it was made.

@@ -176,9 +176,7 @@ pub fn dashscope_status(status: JobStatus) -> &'static str {
     }
 }
 
-/// Key of a job's stored request under which the DashScope route keeps what only that shape
-/// carries: `model` (as the client spelled it), `prompt_extend` and `image_fields`.
-pub const DASHSCOPE_KEY: &str = "dashscope";
+pub use gallop_api::DASHSCOPE_KEY;
 
 /// The Model Studio id of a job: as its client spelled it, or its model's own HappyHorse id.
 pub fn dashscope_model_name(job: &Job) -> String {

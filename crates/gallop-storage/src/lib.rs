@@ -8,6 +8,8 @@
 //!   `gallop://uploads/{id}` by any number of the account's jobs; the sweeper deletes them when
 //!   they are older than the upload lifetime.
 
+pub mod signing;
+
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use std::sync::Arc;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Uploads live a day, as upstream's task ids and video URLs do.
+pub const DEFAULT_UPLOAD_TTL_SECS: u64 = 24 * 3600;
 
 /// The uri prefix of uploaded inputs.
 pub const UPLOAD_URI_PREFIX: &str = "gallop://uploads/";

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use gallop_server::store::{
-    CancelOutcome, Failure, Idempotency, JobStatus, JobStore, LeaseState, NewJob, SqliteStore,
-    StoreConfig, StoreError, Submitted, error_code,
+use gallop_store::{
+    CancelOutcome, Failure, Idempotency, JobStatus, JobStore, LeaseState, NewJob, StoreConfig,
+    StoreError, Submitted, error_code,
 };
+use gallop_store_sqlite::SqliteStore;
 use serde_json::json;
 
 fn config() -> StoreConfig {
@@ -565,7 +566,7 @@ fn every_write_notifies_subscribers_and_bumps_version() {
     assert_eq!(events.try_recv().unwrap(), id);
     assert!(store.get(&id).unwrap().unwrap().version >= v0 + 2);
     // A refused stale write notifies nobody.
-    let stale = gallop_server::store::Lease {
+    let stale = gallop_store::Lease {
         attempt: 99,
         ..c.lease.clone()
     };
@@ -687,7 +688,7 @@ fn inline_inputs_are_forgotten_only_once_the_job_ended() {
     assert_eq!(
         request["images"],
         json!([
-            gallop_server::store::DELETED_INLINE_INPUT,
+            gallop_store::DELETED_INLINE_INPUT,
             "https://example.com/a.png",
             "https://REDACTED@example.com/b.png?token=REDACTED"
         ])

@@ -1,7 +1,7 @@
 //! Object storage on a local directory: result keys name job and attempt, uploads are per
 //! account, ranges read the right bytes, ids cannot escape their directory.
 
-use gallop_server::storage::{Storage, StorageError, upload_id_of_uri};
+use gallop_storage::{Storage, StorageError, upload_id_of_uri};
 
 #[tokio::test]
 async fn results_live_under_job_and_attempt_and_read_back_by_range() {

@@ -1,5 +1,5 @@
 //! The durable job store: the trait every backend implements (SQLite now, PostgreSQL later) and
-//! the types that cross it. Methods are synchronous; async callers use `spawn_blocking`.
+//! the types that cross it. Methods are synchronous (blocking); async callers use `spawn_blocking`.
 //!
 //! Rules every backend keeps (see `design/architecture.md`, "Job semantics"):
 //! - a claim sets a lease and bumps `attempt`; every worker write names worker id + attempt and a
@@ -7,10 +7,6 @@
 //! - an expired lease puts the job back in the queue after a backoff, or fails it after the last
 //!   attempt; times come from the database clock;
 //! - the queue serves the least busy account first, then priority, then age.
-
-mod sqlite;
-
-pub use sqlite::SqliteStore;
 
 use serde::Serialize;
 
@@ -78,6 +74,32 @@ pub mod error_code {
 
 /// What an inline image uri of an ended job's request becomes.
 pub const DELETED_INLINE_INPUT: &str = "data:,deleted%20when%20the%20job%20ended";
+
+/// What an ended job's stored request becomes once its inputs are forgotten (see
+/// [`JobStore::forget_inputs`]): inline images replaced by [`DELETED_INLINE_INPUT`], credentials
+/// redacted in the other uris. None when there is nothing to forget.
+pub fn request_without_inputs(request: &serde_json::Value) -> Option<serde_json::Value> {
+    let mut request = request.clone();
+    let mut changed = false;
+    if let Some(images) = request.get_mut("images").and_then(|v| v.as_array_mut()) {
+        for image in images {
+            let Some(uri) = image.as_str() else {
+                continue;
+            };
+            let forgotten = if uri.starts_with("data:") {
+                DELETED_INLINE_INPUT.to_string()
+            } else {
+                // Credentials were needed to fetch the image, and no longer are.
+                gallop_api::redact_uri(uri)
+            };
+            if forgotten != uri {
+                *image = serde_json::Value::from(forgotten);
+                changed = true;
+            }
+        }
+    }
+    changed.then_some(request)
+}
 
 /// One job row as the store holds it. Times are unix milliseconds from the database clock.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -242,6 +264,7 @@ pub enum StoreError {
     Backend(String),
 }
 
+#[cfg(feature = "rusqlite")]
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())

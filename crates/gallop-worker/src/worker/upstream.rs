@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{Ending, Shared, final_failure, read_upload, retryable, store_result};
-use crate::http::view::DASHSCOPE_KEY;
-use crate::storage::upload_id_of_uri;
-use crate::store::{Job, Lease, LeaseState, error_code};
 use crate::upstreams::{KeyError, choose_key, how_to_set, key_of_source};
+use gallop_api::DASHSCOPE_KEY;
+use gallop_storage::upload_id_of_uri;
+use gallop_store::{Job, Lease, LeaseState, error_code};
 
 /// Largest video taken from upstream.
 const MAX_VIDEO_BYTES: usize = 512 * 1024 * 1024;

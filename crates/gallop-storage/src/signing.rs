@@ -98,7 +98,7 @@ fn unix_now() -> u64 {
 }
 
 /// Reads the 32-byte secret at `path`, creating it (random, mode 0600) when it does not exist.
-pub(crate) fn load_or_create_secret(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
     match std::fs::read(path) {
         Ok(bytes) => bytes.as_slice().try_into().map_err(|_| {
             std::io::Error::new(

@@ -1,7 +1,7 @@
 //! Signed result URLs: valid links verify; expired or tampered ones (any bit of job, exp or sig)
 //! are refused; the key persists in the data directory.
 
-use gallop_server::signing::{DEFAULT_URL_TTL_SECS, SignatureError, UrlSigner};
+use gallop_storage::signing::{DEFAULT_URL_TTL_SECS, SignatureError, UrlSigner};
 
 /// Splits `{base}/v1/files/{job}?exp=E&sig=S` into its parts.
 fn parts(url: &str) -> (String, u64, String) {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::keys::{KeyVault, VaultError};
-use crate::store::{JobStore, StoreError};
+use gallop_store::{JobStore, StoreError};
 
 /// The provider name keys are stored under: every upstream speaks Alibaba's Model Studio API.
 pub const PROVIDER: &str = "alibaba";

@@ -23,9 +23,9 @@ mod upstream;
 
 use crate::engines::EngineMap;
 use crate::keys::KeyVault;
-use crate::storage::{Storage, StorageError, upload_id_of_uri};
-use crate::store::{Claim, Failure, JobStore, Lease, LeaseState, error_code};
 use crate::upstreams::UpstreamRoutes;
+use gallop_storage::{Storage, StorageError, upload_id_of_uri};
+use gallop_store::{Claim, Failure, JobStore, Lease, LeaseState, error_code};
 
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -68,8 +68,8 @@ impl Default for WorkerConfig {
             progress_interval: Duration::from_secs(1),
             fetch: FetchPolicy::default(),
             render: RenderOptions::default(),
-            result_ttl: Duration::from_secs(crate::signing::DEFAULT_URL_TTL_SECS),
-            upload_ttl: Duration::from_secs(crate::config::DEFAULT_UPLOAD_TTL_SECS),
+            result_ttl: Duration::from_secs(gallop_storage::signing::DEFAULT_URL_TTL_SECS),
+            upload_ttl: Duration::from_secs(gallop_storage::DEFAULT_UPLOAD_TTL_SECS),
             sweep_interval: Duration::from_secs(60),
             worker_id: format!("worker-{}", uuid::Uuid::new_v4().simple()),
             exclusive_lock: None,
@@ -266,13 +266,24 @@ async fn sweep_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Why a sweep stopped early (the next sweep starts over).
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] gallop_store::StoreError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Deletes results older than `result_ttl` (object first, then the row's pointer) and uploads
 /// older than `upload_ttl`; recovers expired leases. Returns how many results were deleted.
 pub async fn sweep_once(
     store: &Arc<dyn JobStore>,
     storage: &Storage,
     config: &WorkerConfig,
-) -> anyhow::Result<u32> {
+) -> Result<u32, SweepError> {
     let s = store.clone();
     let ttl_ms = config.result_ttl.as_millis() as i64;
     let expired = tokio::task::spawn_blocking(move || {

@@ -10,7 +10,7 @@ use gallop_upstream::ApiKey;
 use rand::RngCore;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
-use crate::signing::load_or_create_secret;
+use gallop_storage::signing::load_or_create_secret;
 
 /// The providers whose keys an account may store (every upstream speaks Model Studio).
 pub const PROVIDERS: [&str; 1] = ["alibaba"];

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use super::*;
+use gallop_store::*;
 
 /// Reader connections: enough for a few concurrent polls on a small machine.
 const READERS: usize = 4;
@@ -682,35 +682,17 @@ impl JobStore for SqliteStore {
             if !job.status.is_terminal() {
                 return Ok(false);
             }
-            let mut request = job.request;
-            let mut changed = false;
-            if let Some(images) = request.get_mut("images").and_then(|v| v.as_array_mut()) {
-                for image in images {
-                    let Some(uri) = image.as_str() else {
-                        continue;
-                    };
-                    let forgotten = if uri.starts_with("data:") {
-                        DELETED_INLINE_INPUT.to_string()
-                    } else {
-                        // Credentials were needed to fetch the image, and no longer are.
-                        gallop_api::redact_uri(uri)
-                    };
-                    if forgotten != uri {
-                        *image = serde_json::Value::from(forgotten);
-                        changed = true;
-                    }
-                }
-            }
-            if changed {
-                tx.execute(
-                    &format!(
-                        "UPDATE jobs SET request = ?2, version = version + 1, updated_ms = {NOW} \
-                         WHERE id = ?1"
-                    ),
-                    params![job_id, request.to_string()],
-                )?;
-            }
-            Ok(changed)
+            let Some(request) = request_without_inputs(&job.request) else {
+                return Ok(false);
+            };
+            tx.execute(
+                &format!(
+                    "UPDATE jobs SET request = ?2, version = version + 1, updated_ms = {NOW} \
+                     WHERE id = ?1"
+                ),
+                params![job_id, request.to_string()],
+            )?;
+            Ok(true)
         })?;
         if changed {
             self.notify(job_id);
