@@ -60,6 +60,14 @@ pub struct Args {
     /// Seconds a request's body may take to arrive after its headers (408 past it).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     body_read_timeout: u64,
+    /// Attempts a job gets before it fails with its last error: an attempt that fails on the
+    /// server's side, or that the process did not live to finish (kill -9, a crash), uses one.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Seconds before a job's second attempt; each further one waits twice as long (at most
+    /// 300 s), so a job that keeps failing, or keeps the process crashing, does not spin.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=300))]
+    retry_backoff: u64,
     /// Seconds a keep-alive connection may stay open with no request in flight.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
@@ -180,6 +188,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_count: args.upload_quota_count,
             max_bytes: args.upload_quota_bytes,
         },
+        max_attempts: args.max_attempts,
+        retry_backoff: Duration::from_secs(args.retry_backoff),
         connections: ConnectionLimits {
             max_connections: args.max_connections as usize,
             header_read_timeout: Duration::from_secs(args.header_read_timeout),

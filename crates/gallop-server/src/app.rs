@@ -71,6 +71,8 @@ pub fn open_store(config: &ServerConfig) -> anyhow::Result<SqliteStore> {
     let store_config = StoreConfig {
         max_queued_total: limit,
         max_queued_per_account: per_account.min(limit),
+        default_max_attempts: config.max_attempts,
+        backoff_base_ms: i64::try_from(config.retry_backoff.as_millis()).unwrap_or(i64::MAX),
         ..StoreConfig::default()
     };
     SqliteStore::open(&config.data_dir, store_config)

@@ -41,6 +41,11 @@ pub struct ServerConfig {
     pub upload_ttl: Duration,
     /// Open connections and the header, body and idle timeouts of each.
     pub connections: ConnectionLimits,
+    /// Attempts a job gets before it fails: an attempt that fails on our side, or that the
+    /// process did not live to finish (kill -9, a crash), uses one.
+    pub max_attempts: u32,
+    /// Wait before a job's second attempt, doubled for each further one (at most 300 s).
+    pub retry_backoff: Duration,
     /// Which engine serves each model id (`gallop serve --model-dir` or `--config`); the
     /// default, nothing configured, is the motion preview for every id, which says so.
     pub engines: EngineMap,
@@ -90,6 +95,8 @@ impl Default for ServerConfig {
             url_ttl: Duration::from_secs(24 * 3600),
             upload_ttl: Duration::from_secs(DEFAULT_UPLOAD_TTL_SECS),
             connections: ConnectionLimits::default(),
+            max_attempts: 3,
+            retry_backoff: Duration::from_secs(5),
             engines: EngineMap::preview(),
             upstreams: UpstreamRoutes::default(),
         }

@@ -260,6 +260,10 @@ pub enum StoreError {
     /// Same `Idempotency-Key`, different body: http answers 422.
     #[error("Idempotency-Key {key} was already used with a different body")]
     IdempotencyConflict { key: String },
+    /// The database cannot take a write now (locked by another process past the busy
+    /// timeout, or its disk is full): http answers 503 with Retry-After, the worker retries.
+    #[error("job store unavailable: {0}")]
+    Unavailable(String),
     #[error("job store: {0}")]
     Backend(String),
 }
@@ -267,7 +271,16 @@ pub enum StoreError {
 #[cfg(feature = "rusqlite")]
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull};
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => StoreError::Unavailable(format!(
+                "the database (gallop.db) is locked by another process ({e})"
+            )),
+            Some(DiskFull) => StoreError::Unavailable(format!(
+                "the disk holding the database (gallop.db) is full ({e})"
+            )),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

@@ -15,5 +15,6 @@ mod pipeline_serve_config;
 mod quiet_output;
 mod readme_session;
 mod serve;
+mod serve_faults;
 mod serve_secrets;
 mod upstream_routing;

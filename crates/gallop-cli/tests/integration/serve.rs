@@ -79,15 +79,6 @@ fn first_start_prints_a_token_once_and_token_create_prints_one_last() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--account"));
 }
 
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
 #[test]
 fn accepted_jobs_survive_kill_9_and_complete_after_restart() {
     let dir = TempDir::new("durable");

@@ -47,6 +47,9 @@ pub struct ApiError {
     pub result: Option<Value>,
 }
 
+/// What a 503 asks a client to wait: about how long the store waits for a lock itself.
+const UNAVAILABLE_RETRY_SECS: u64 = 10;
+
 impl ApiError {
     pub fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
         ApiError {
@@ -143,6 +146,19 @@ impl ApiError {
             "Out of capacity: the job queue is full, retry later",
         );
         e.retry_after = Some(retry_after);
+        e
+    }
+
+    /// 503: the server is up but cannot take this now (its database is locked or its disk
+    /// full); nothing was changed, and the same request may be sent again.
+    pub fn unavailable(why: &str) -> Self {
+        tracing::warn!("unavailable: {why}");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::CAPACITY,
+            format!("Temporarily unavailable: {why}; nothing was changed, retry later"),
+        );
+        e.retry_after = Some(UNAVAILABLE_RETRY_SECS);
         e
     }
 

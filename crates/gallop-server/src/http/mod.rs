@@ -207,6 +207,7 @@ pub fn store_error(e: StoreError) -> ApiError {
             error::code::IDEMPOTENCY_CONFLICT,
             format!("Idempotency-Key {key:?} was already used with a different body"),
         ),
+        StoreError::Unavailable(why) => ApiError::unavailable(&why),
         StoreError::Backend(msg) => ApiError::internal(msg),
     }
 }

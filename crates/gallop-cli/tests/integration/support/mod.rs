@@ -199,6 +199,31 @@ pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// A `width` x `height` PNG with a pattern in every channel.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Uploads `bytes` (a PNG) and returns its `gallop://uploads/..` uri.
+pub fn upload(addr: &str, token: &str, bytes: &[u8]) -> String {
+    let (status, body) = http(addr, "POST", "/v1/uploads", token, "image/png", bytes);
+    assert_eq!(status, 201, "{body}");
+    json(&body)["uri"].as_str().unwrap().to_string()
+}
+
+/// `GET /v1/jobs/{id}`, which must answer 200.
+pub fn get_job(addr: &str, token: &str, id: &str) -> serde_json::Value {
+    let path = format!("/v1/jobs/{id}");
+    let (status, body) = http(addr, "GET", &path, token, "application/json", b"");
+    assert_eq!(status, 200, "{body}");
+    json(&body)
+}
+
 pub fn token_from(lines: &[String]) -> String {
     let line = lines
         .iter()
@@ -224,16 +249,7 @@ pub fn wait_ended(
 ) -> serde_json::Value {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let (status, body) = http(
-            addr,
-            "GET",
-            &format!("/v1/jobs/{id}"),
-            token,
-            "application/json",
-            b"",
-        );
-        assert_eq!(status, 200, "{body}");
-        let job = json(&body);
+        let job = get_job(addr, token, id);
         if job["status"] == wanted {
             return job;
         }
@@ -244,4 +260,60 @@ pub fn wait_ended(
         assert!(std::time::Instant::now() < deadline, "{job}");
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// An answer as `request` reads it: status, header block (lowercased names) and body.
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (lowercase), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim().eq_ignore_ascii_case(name)).then(|| v.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection with extra header lines (`Name: value`);
+/// an error when the server is not there or drops the connection (it may have been killed).
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    extra_headers: &[String],
+    body: &[u8],
+) -> std::io::Result<Answer> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for line in extra_headers {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok(Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
 }
