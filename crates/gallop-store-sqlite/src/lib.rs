@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
-use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
 use gallop_store::*;
@@ -192,14 +190,6 @@ impl SqliteStore {
         }
         Ok(out)
     }
-
-    fn backoff_ms(&self, attempt: u32) -> i64 {
-        let doublings = attempt.saturating_sub(1).min(30);
-        self.config
-            .backoff_base_ms
-            .saturating_mul(1i64 << doublings)
-            .min(self.config.backoff_max_ms)
-    }
 }
 
 fn open_reader(path: &Path) -> StoreResult<Connection> {
@@ -285,17 +275,8 @@ fn count(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> StoreResult
     Ok(tx.query_row(sql, args, |r| r.get::<_, i64>(0))? as u64)
 }
 
-/// A job's run time when none has completed yet to measure by.
-const DEFAULT_JOB_SECS: f64 = 60.0;
-/// The longest `Retry-After` handed out; an estimate past it says little.
-const MAX_RETRY_AFTER_SECS: f64 = 3600.0;
-
-/// When a queue slot should free, from the queue itself: the mean run time of the last 20
-/// completed jobs, how far the running jobs are into theirs, and (for one account) how many
-/// jobs wait ahead of its oldest queued one. A slot of the whole queue frees when the next
-/// running job ends; an account's, when its oldest queued job starts: after the jobs ahead of it
-/// have run, as many at a time as are running now.
-fn retry_after_secs(tx: &Connection, account: Option<&str>) -> StoreResult<u32> {
+/// `gallop_store::retry_after_secs` from this database's queue.
+fn retry_after(tx: &Connection, account: Option<&str>) -> StoreResult<u32> {
     let mean_secs: Option<f64> = tx.query_row(
         "SELECT AVG(finished_ms - started_ms) / 1000.0 FROM (SELECT finished_ms, started_ms \
          FROM jobs WHERE status = 'completed' AND started_ms IS NOT NULL \
@@ -303,22 +284,12 @@ fn retry_after_secs(tx: &Connection, account: Option<&str>) -> StoreResult<u32> 
         [],
         |r| r.get(0),
     )?;
-    let mean = mean_secs.filter(|m| *m > 0.0).unwrap_or(DEFAULT_JOB_SECS);
     let running: Vec<f64> = {
         let mut stmt = tx.prepare(&format!(
             "SELECT ({NOW} - started_ms) / 1000.0 FROM jobs WHERE status = 'running'"
         ))?;
         let rows = stmt.query_map([], |r| r.get::<_, f64>(0))?;
         rows.collect::<rusqlite::Result<_>>()?
-    };
-    let first_end = running
-        .iter()
-        .map(|elapsed| (mean - elapsed).max(1.0))
-        .fold(f64::INFINITY, f64::min);
-    let first_end = if first_end.is_finite() {
-        first_end
-    } else {
-        mean
     };
     let ahead = match account {
         None => 0,
@@ -330,13 +301,7 @@ fn retry_after_secs(tx: &Connection, account: Option<&str>) -> StoreResult<u32> 
             [account],
         )?,
     };
-    let waves = (ahead as f64 / running.len().max(1) as f64).floor();
-    let secs = (first_end + waves * mean).clamp(1.0, MAX_RETRY_AFTER_SECS);
-    Ok(secs.ceil() as u32)
-}
-
-fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    Ok(retry_after_secs(mean_secs, &running, ahead))
 }
 
 impl JobStore for SqliteStore {
@@ -377,14 +342,14 @@ impl JobStore for SqliteStore {
                         "account {} has {queued_account} queued jobs (limit {} per account)",
                         job.account, cfg.max_queued_per_account
                     ),
-                    retry_after_secs: retry_after_secs(tx, Some(&job.account))?,
+                    retry_after_secs: retry_after(tx, Some(&job.account))?,
                 });
             }
             let queued_total = count(tx, "SELECT COUNT(*) FROM jobs WHERE status = 'queued'", [])?;
             if queued_total >= cfg.max_queued_total as u64 {
                 return Err(StoreError::Full {
                     reason: format!("{queued_total} jobs are queued (limit {})", cfg.max_queued_total),
-                    retry_after_secs: retry_after_secs(tx, None)?,
+                    retry_after_secs: retry_after(tx, None)?,
                 });
             }
             let id = uuid::Uuid::new_v4().to_string();
@@ -540,14 +505,7 @@ impl JobStore for SqliteStore {
         }
         Ok(claimed.map(|job| {
             self.notify(&job.id);
-            Claim {
-                lease: Lease {
-                    job_id: job.id.clone(),
-                    worker_id: worker_id.to_string(),
-                    attempt: job.attempt,
-                },
-                job,
-            }
+            Claim::new(job, worker_id)
         }))
     }
 
@@ -603,7 +561,7 @@ impl JobStore for SqliteStore {
                 &[code, message],
             ),
             Failure::Retryable { code, message } => {
-                let backoff = self.backoff_ms(lease.attempt);
+                let backoff = self.config.backoff_ms(lease.attempt);
                 let last = format!("{message} (attempt {})", lease.attempt);
                 self.lease_write(
                     lease,
@@ -701,9 +659,7 @@ impl JobStore for SqliteStore {
     }
 
     fn create_token(&self, account: &str) -> StoreResult<String> {
-        let mut raw = [0u8; 32];
-        rand::rng().fill_bytes(&mut raw);
-        let token = format!("gal_{}", hex::encode(raw));
+        let token = new_token();
         self.with_tx(TransactionBehavior::Immediate, |tx| {
             tx.execute(
                 &format!("INSERT INTO tokens (hash, account, created_ms) VALUES (?1, ?2, {NOW})"),
@@ -819,7 +775,7 @@ fn recover_in(tx: &Transaction<'_>, store: &SqliteStore, all: bool) -> StoreResu
                     "UPDATE jobs SET status = 'queued', not_before_ms = {NOW} + ?2, error_code = ?3, \
                      error_message = ?4, {clear}, updated_ms = {NOW} WHERE id = ?1"
                 ),
-                params![id, store.backoff_ms(*attempt), error_code::INTERRUPTED, message],
+                params![id, store.config.backoff_ms(*attempt), error_code::INTERRUPTED, message],
             )?;
         }
     }

@@ -10,6 +10,12 @@
 
 use serde::Serialize;
 
+#[cfg(feature = "contract")]
+pub mod contract;
+mod rules;
+
+pub use rules::{hash_token, new_token, retry_after_secs};
+
 /// Lifecycle of a job. Terminal: completed, failed, cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -261,7 +267,8 @@ pub enum StoreError {
     #[error("Idempotency-Key {key} was already used with a different body")]
     IdempotencyConflict { key: String },
     /// The database cannot take a write now (locked by another process past the busy
-    /// timeout, or its disk is full): http answers 503 with Retry-After, the worker retries.
+    /// timeout, or its disk is full) or cannot be reached at all (PostgreSQL down, restarting,
+    /// the network): http answers 503 with Retry-After, the worker retries.
     #[error("job store unavailable: {0}")]
     Unavailable(String),
     #[error("job store: {0}")]
@@ -363,6 +370,14 @@ pub trait JobStore: Send + Sync {
     /// Wakes on every write to a job (the job id); SSE re-reads the row. Lagging receivers
     /// should simply re-read.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String>;
+
+    // ---- health ----
+
+    /// Cheaply checks the database answers (for `/readyz`); `StoreError::Unavailable` when it
+    /// cannot be reached. A local file needs no check.
+    fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     // ---- process coordination ----
 
