@@ -201,7 +201,8 @@ pub fn max_attempts_comes_from_the_job_or_the_store_and_is_at_least_one<S: JobSt
 }
 
 pub fn claim_sets_a_lease_that_progress_renews<S: JobStore>(open: impl Fn(StoreConfig) -> S) {
-    let lease_ms = 300;
+    // Long enough that a loaded machine pausing a thread between two calls does not expire it.
+    let lease_ms = 500;
     let store = open(StoreConfig {
         lease_ms,
         ..config()
