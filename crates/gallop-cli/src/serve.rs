@@ -29,6 +29,10 @@ pub struct Args {
     /// Let image uris reach loopback and private addresses (local use and tests only).
     #[arg(long)]
     allow_private_fetch: bool,
+    /// Answer a result link with a redirect (307) to a presigned URL of the S3 bucket, valid no
+    /// longer than the link, so videos do not pass through this process. Local storage streams.
+    #[arg(long)]
+    presign_downloads: bool,
     /// Jobs generated at the same time.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     workers: u32,
@@ -179,6 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         public_url: args.public_url,
         allow_private_fetch: args.allow_private_fetch,
+        presign_downloads: args.presign_downloads,
         workers: args.workers as usize,
         sync_wait: Duration::from_secs(args.sync_wait),
         job_timeout: Duration::from_secs(args.job_timeout),

@@ -99,7 +99,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     } else {
         None
     };
-    let storage = Storage::local(&config.data_dir)?;
+    let storage = match &config.storage {
+        Some(storage) => storage.clone(),
+        None => Storage::local(&config.data_dir)?,
+    };
     let signer = UrlSigner::load_or_create(&config.data_dir, &public_url)
         .with_context(|| format!("signing key in {}", config.data_dir.display()))?;
 
@@ -126,6 +129,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let state: SharedState = Arc::new(AppState {
         store,
         storage,
+        presign_downloads: config.presign_downloads,
         signer,
         metrics: Metrics::default(),
         public_url: public_url.clone(),
@@ -153,7 +157,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             let _ = shutdown_rx.await;
         },
     ));
-    tracing::info!(%addr, %public_url, data_dir = %config.data_dir.display(), "gallop serving");
+    tracing::info!(%addr, %public_url, data_dir = %config.data_dir.display(), storage = %state.storage.describe(), "gallop serving");
     Ok(RunningServer {
         addr,
         public_url,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::connections::ConnectionLimits;
 use crate::engines::EngineMap;
+use crate::storage::Storage;
 use crate::upstreams::UpstreamRoutes;
 
 /// Everything `run` needs to start one gallop server.
@@ -15,6 +16,13 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     /// Holds the SQLite job store, inputs, outputs and the signing key.
     pub data_dir: PathBuf,
+    /// Where inputs and results live, opened from `--storage-url` (`Storage::from_url`: a
+    /// `file:///path` or an `s3://bucket/prefix`). None: `data_dir/objects`.
+    pub storage: Option<Storage>,
+    /// Answer a result link with a redirect (307) to a presigned URL of the bucket, so the
+    /// bytes do not pass through this process; stores that cannot presign (local files) still
+    /// stream.
+    pub presign_downloads: bool,
     /// Base of every absolute URL the server hands out (`result.video`). None: `http://ADDR`
     /// with the port actually bound.
     pub public_url: Option<String>,
@@ -83,6 +91,8 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: DEFAULT_ADDR.parse().expect("default address parses"),
             data_dir: PathBuf::from("gallop-data"),
+            storage: None,
+            presign_downloads: false,
             public_url: None,
             allow_private_fetch: false,
             workers: 1,

@@ -1,5 +1,7 @@
-//! Result and upload storage through `object_store`: a local directory (`data-dir/objects`) now,
-//! any S3-compatible store later through the same trait object.
+//! Result and upload storage through `object_store`, opened from a URL: a local directory
+//! (`file:///path`, by default `data-dir/objects`) or any S3-compatible bucket
+//! (`s3://bucket/prefix`, with the standard `AWS_*` variables and `AWS_ENDPOINT_URL`), so API
+//! and worker processes on many machines share one store.
 //!
 //! Layout:
 //! - `results/{job}/attempt-{n}.mp4`: written by attempt n BEFORE the job row points at it, so
@@ -8,15 +10,28 @@
 //!   `gallop://uploads/{id}` by any number of the account's jobs; the sweeper deletes them when
 //!   they are older than the upload lifetime.
 
+mod location;
 pub mod signing;
 
 use std::ops::Range;
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::local::LocalFileSystem;
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::signer::{Method, Signer};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+
+pub use location::URL_RULE;
+
+/// How long `Storage::check` waits for the store before calling it unreachable (the client's
+/// own retries would take minutes).
+pub const CHECK_LIMIT: Duration = Duration::from_secs(3);
+
+/// Bytes of an object as they arrive, for streaming downloads.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
 
 /// Uploads live a day, as upstream's task ids and video URLs do.
 pub const DEFAULT_UPLOAD_TTL_SECS: u64 = 24 * 3600;
@@ -30,6 +45,9 @@ pub enum StorageError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// A storage URL or its `AWS_*` settings that cannot work; names the rule.
+    #[error("{0}")]
+    BadUrl(String),
     #[error("object storage: {0}")]
     Backend(String),
 }
@@ -46,20 +64,91 @@ impl From<object_store::Error> for StorageError {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// Presigns download URLs; only object stores that serve HTTP themselves have one.
+    signer: Option<Arc<dyn Signer>>,
+    /// A local store's directory: `check` asks whether it is still there.
+    local_root: Option<PathBuf>,
+    describe: Arc<str>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Storage({})", self.describe)
+    }
 }
 
 impl Storage {
     pub fn new(store: Arc<dyn ObjectStore>) -> Storage {
-        Storage { store }
+        Storage {
+            describe: format!("{store}").into(),
+            store,
+            signer: None,
+            local_root: None,
+        }
     }
 
-    /// Local files under `data_dir/objects` (created if missing).
+    /// Where the objects are, as a URL (`file:///...`, `s3://bucket/prefix`), for logs.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Local files under `data_dir/objects` (created if missing): the default, the same as
+    /// `file://{data_dir}/objects`.
     pub fn local(data_dir: &FsPath) -> Result<Storage, StorageError> {
-        let root = data_dir.join("objects");
-        std::fs::create_dir_all(&root)
-            .map_err(|e| StorageError::Backend(format!("{}: {e}", root.display())))?;
-        let fs = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
-        Ok(Storage::new(Arc::new(fs)))
+        Storage::open(location::Location::Local(data_dir.join("objects")), [])
+    }
+
+    /// Opens `file:///absolute/path` (created if missing) or `s3://bucket/prefix`, the bucket
+    /// configured by this process's `AWS_*` variables (as `AmazonS3Builder::from_env`; an
+    /// `http://` `AWS_ENDPOINT_URL` is allowed, with path-style requests).
+    pub fn from_url(url: &str) -> Result<Storage, StorageError> {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Storage::from_url_with_env(url, env)
+    }
+
+    /// [`Storage::from_url`] with the `AWS_*` variables given instead of read from the process
+    /// (other variables are ignored).
+    pub fn from_url_with_env(
+        url: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Storage, StorageError> {
+        Storage::open(location::parse(url)?, env)
+    }
+
+    fn open(
+        location: location::Location,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Storage, StorageError> {
+        let opened = location::open(location, env)?;
+        Ok(Storage {
+            store: opened.store,
+            signer: opened.signer,
+            local_root: opened.local_root,
+            describe: opened.describe.into(),
+        })
+    }
+
+    /// Whether the store answers: a local directory that still exists, or a bucket that lists
+    /// (an empty prefix, so the answer is small) within [`CHECK_LIMIT`].
+    pub async fn check(&self) -> Result<(), StorageError> {
+        if let Some(root) = &self.local_root
+            && !root.is_dir()
+        {
+            return Err(StorageError::Backend(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        let prefix = Path::from("gallop-check");
+        let probe = self.store.list_with_delimiter(Some(&prefix));
+        match tokio::time::timeout(CHECK_LIMIT, probe).await {
+            Ok(listed) => listed.map(|_| ()).map_err(StorageError::from),
+            Err(_) => Err(StorageError::Backend(format!(
+                "no answer within {} s",
+                CHECK_LIMIT.as_secs()
+            ))),
+        }
     }
 
     /// Where attempt `attempt` of `job_id` writes its MP4.
@@ -158,6 +247,37 @@ impl Storage {
             .get_range(&Path::from(key), range)
             .await?
             .to_vec())
+    }
+
+    /// Bytes `range` (end exclusive, not empty) of an object as a stream of chunks: a download
+    /// holds one chunk at a time, never the whole object.
+    pub async fn stream_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StorageError> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let got = self.store.get_opts(&Path::from(key), options).await?;
+        Ok(got.into_stream().map_err(StorageError::from).boxed())
+    }
+
+    /// A URL that downloads the object straight from the bucket for `ttl`, signed with the
+    /// bucket's credentials; None where the store cannot presign (local files).
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StorageError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let url = signer
+            .signed_url(Method::GET, &Path::from(key), ttl)
+            .await?;
+        Ok(Some(url.to_string()))
     }
 
     /// Deletes an object; a missing one is not an error.

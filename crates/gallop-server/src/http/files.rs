@@ -1,5 +1,9 @@
 //! `GET /v1/files/{id}?exp&sig`: a result video through its signed link. The link is the
-//! capability (no bearer token); Range requests answer 206 so players can seek.
+//! capability (no bearer token); Range requests answer 206 so players can seek. The bytes are
+//! streamed from storage chunk by chunk, or, when the operator asks for it and the storage can,
+//! the link redirects to a presigned URL of the bucket valid no longer than the link itself.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -39,6 +43,15 @@ pub async fn download(
         (JobStatus::Completed, Some(key)) => key.clone(),
         _ => return Err(not_found()),
     };
+    if state.presign_downloads
+        && let Some(url) = state
+            .storage
+            .presigned_get(&key, remaining(exp))
+            .await
+            .map_err(ApiError::internal)?
+    {
+        return Ok(redirect(&url));
+    }
     let len = state.storage.size(&key).await.map_err(|e| match e {
         StorageError::NotFound(_) => not_found(),
         other => ApiError::internal(other),
@@ -62,17 +75,21 @@ pub async fn download(
             return Ok(response);
         }
     };
-    let bytes = if range.is_empty() {
-        Vec::new()
+    let body = if range.is_empty() {
+        Body::empty()
     } else {
-        state
+        let chunks = state
             .storage
-            .read_range(&key, range.clone())
+            .stream_range(&key, range.clone())
             .await
-            .map_err(ApiError::internal)?
+            .map_err(|e| match e {
+                StorageError::NotFound(_) => not_found(),
+                other => ApiError::internal(other),
+            })?;
+        Body::from_stream(chunks)
     };
 
-    let mut response = (status, Body::from(bytes)).into_response();
+    let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -92,6 +109,24 @@ pub async fn download(
         );
     }
     Ok(response)
+}
+
+/// The presigned URL lives as long as the link that led to it (at least a second, at most the
+/// week S3 allows).
+fn remaining(exp: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Duration::from_secs(exp.saturating_sub(now).clamp(1, 7 * 24 * 3600))
+}
+
+/// 307 to the bucket; not cached, as the URL expires.
+fn redirect(url: &str) -> Response {
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    let h = response.headers_mut();
+    h.insert(header::LOCATION, header_value(url));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// `exp` and `sig` from the query; None if either is missing or `exp` is not a number.

@@ -45,6 +45,8 @@ use view::JobExtras;
 pub struct AppState {
     pub store: Arc<dyn JobStore>,
     pub storage: Storage,
+    /// Result links redirect to a presigned bucket URL where the storage can make one.
+    pub presign_downloads: bool,
     pub signer: UrlSigner,
     pub metrics: Metrics,
     /// Absolute base of URLs handed out, no trailing slash.

@@ -4,7 +4,7 @@
 
 use crate::http_support;
 
-use http_support::{ImageServer, TestServer, client};
+use http_support::{ImageServer, TestServer, check_ranges, client};
 use reqwest::StatusCode;
 
 /// The `--data` bodies of the seeds' cURL examples, verbatim.
@@ -84,41 +84,4 @@ async fn seed_examples_complete_with_decodable_mp4_and_range_downloads() {
     }
     assert!(images.hits.load(std::sync::atomic::Ordering::Relaxed) >= 6);
     server.server.shutdown().await;
-}
-
-/// 206 with the exact bytes for the forms players send; 416 past the end.
-async fn check_ranges(url: &str, mp4: &[u8]) {
-    let len = mp4.len();
-    let cases = [
-        ("bytes=0-99".to_string(), 0..100),
-        (format!("bytes={}-", len - 50), len - 50..len),
-        ("bytes=-10".to_string(), len - 10..len),
-        ("bytes=1000-1999".to_string(), 1000..2000),
-    ];
-    for (header, want) in cases {
-        let response = client()
-            .get(url)
-            .header("range", &header)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT, "{header}");
-        assert_eq!(
-            response.headers()["content-range"],
-            format!("bytes {}-{}/{len}", want.start, want.end - 1).as_str()
-        );
-        let body = response.bytes().await.unwrap();
-        assert_eq!(&body[..], &mp4[want], "{header}");
-    }
-    let response = client()
-        .get(url)
-        .header("range", format!("bytes={len}-"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(
-        response.headers()["content-range"],
-        format!("bytes */{len}").as_str()
-    );
 }

@@ -6,29 +6,15 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use image::ImageFormat;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::http_support::{self, TestServer, assert_envelope, encode, picture, read};
-
-async fn upload(server: &TestServer, bytes: Vec<u8>) -> (StatusCode, Value) {
-    let response = server
-        .client
-        .post(server.url("/v1/uploads"))
-        .bearer_auth(&server.token)
-        .header("content-type", "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = read(response).await;
-    (status, body)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_upload_serves_two_jobs_and_states_its_expiry() {
     let server = TestServer::start().await;
     let png = encode(&picture(640, 480, 21), ImageFormat::Png);
-    let (status, up) = upload(&server, png.clone()).await;
+    let (status, up) = server.upload(png.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{up}");
     assert_eq!(
         (up["width"].as_u64(), up["height"].as_u64()),
@@ -90,7 +76,9 @@ async fn one_upload_serves_two_jobs_and_states_its_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_upload_is_swept_and_a_job_naming_it_fails_saying_so() {
     let server = TestServer::start_with(|c| c.upload_ttl = Duration::from_millis(1)).await;
-    let (status, up) = upload(&server, encode(&picture(400, 400, 2), ImageFormat::Png)).await;
+    let (status, up) = server
+        .upload(encode(&picture(400, 400, 2), ImageFormat::Png))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{up}");
     assert_eq!(up["expires_in_seconds"], 0);
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -144,7 +132,7 @@ async fn uploads_that_no_job_could_use_are_refused_naming_the_rule() {
         ("truncated", truncated, "truncated"),
     ];
     for (name, bytes, rule) in cases {
-        let (status, answer) = upload(&server, bytes).await;
+        let (status, answer) = server.upload(bytes).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {answer}");
         let message = assert_envelope(&answer, 5006);
         assert!(
@@ -154,7 +142,7 @@ async fn uploads_that_no_job_could_use_are_refused_naming_the_rule() {
     }
 
     // Fit for i2v but not r2v (short side under 400 px): accepted, and the answer says so.
-    let (status, up) = upload(&server, png(600, 350)).await;
+    let (status, up) = server.upload(png(600, 350)).await;
     assert_eq!(status, StatusCode::CREATED, "{up}");
     assert_eq!(up["models"], json!(["alibaba/hh1-i2v"]));
     server.server.shutdown().await;

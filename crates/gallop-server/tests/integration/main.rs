@@ -14,6 +14,7 @@ mod http_quotas;
 mod http_routes;
 mod http_seeds;
 mod http_uploads;
+mod storage_s3;
 mod upstream_keys;
 mod web_page;
 mod worker_durability;

@@ -109,6 +109,21 @@ impl TestServer {
         read(response).await
     }
 
+    /// `POST /v1/uploads` with the first token; the status and the answer.
+    pub async fn upload(&self, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url("/v1/uploads"))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let (status, _, body) = read(response).await;
+        (status, body)
+    }
+
     /// Queues a Cloudflare body; returns the request id.
     pub async fn queue(&self, body: &Value) -> String {
         let (status, _, answer) = self
@@ -166,6 +181,43 @@ pub async fn download_video(url: &str) -> gallop_media::DecodedVideo {
     assert_eq!(response.status().as_u16(), 200, "{url}");
     let mp4 = response.bytes().await.unwrap();
     gallop_media::decode_mp4(&mp4).unwrap()
+}
+
+/// 206 with the exact bytes for the forms players send; 416 past the end.
+pub async fn check_ranges(url: &str, mp4: &[u8]) {
+    let len = mp4.len();
+    let cases = [
+        ("bytes=0-99".to_string(), 0..100),
+        (format!("bytes={}-", len - 50), len - 50..len),
+        ("bytes=-10".to_string(), len - 10..len),
+        ("bytes=1000-1999".to_string(), 1000..2000),
+    ];
+    for (header, want) in cases {
+        let response = client()
+            .get(url)
+            .header("range", &header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT, "{header}");
+        assert_eq!(
+            response.headers()["content-range"],
+            format!("bytes {}-{}/{len}", want.start, want.end - 1).as_str()
+        );
+        let body = response.bytes().await.unwrap();
+        assert_eq!(&body[..], &mp4[want], "{header}");
+    }
+    let response = client()
+        .get(url)
+        .header("range", format!("bytes={len}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes */{len}").as_str()
+    );
 }
 
 /// Asserts a Cloudflare v4 error envelope with `code` and returns its message.
