@@ -93,6 +93,11 @@ pub async fn download(
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // A streamed body has no length of its own: say it, so it is not sent chunked.
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(range.end - range.start),
+    );
     // The key names the job and the attempt: it changes only if the content does.
     h.insert(
         header::ETAG,

@@ -60,6 +60,10 @@ async fn uploads_and_results_live_in_the_bucket_and_links_serve_ranges_from_it()
     let response = client().get(link).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "video/mp4");
+    assert_eq!(
+        response.headers()["content-length"],
+        stored.len().to_string().as_str()
+    );
     assert_eq!(response.bytes().await.unwrap().to_vec(), stored);
     gallop_media::decode_mp4(&stored).unwrap();
     check_ranges(link, &stored).await;

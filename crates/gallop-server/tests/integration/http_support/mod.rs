@@ -204,6 +204,10 @@ pub async fn check_ranges(url: &str, mp4: &[u8]) {
             response.headers()["content-range"],
             format!("bytes {}-{}/{len}", want.start, want.end - 1).as_str()
         );
+        assert_eq!(
+            response.headers()["content-length"],
+            want.len().to_string().as_str()
+        );
         let body = response.bytes().await.unwrap();
         assert_eq!(&body[..], &mp4[want], "{header}");
     }
