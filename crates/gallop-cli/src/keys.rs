@@ -3,12 +3,12 @@
 //! sealed with the server secret of the data directory before it is stored.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::sync::Arc;
 
-use gallop_server::ServerConfig;
 use gallop_server::keys::{KeyVault, MAX_KEY_CHARS, PROVIDERS, checked_key};
 use gallop_server::store::JobStore;
 
+use crate::state::StateArgs;
 use crate::token::check_account;
 
 #[derive(clap::Args)]
@@ -25,9 +25,9 @@ struct Target {
     /// Whose key: alibaba (Model Studio).
     #[arg(long)]
     provider: String,
-    /// The data directory of the server that will use the key.
-    #[arg(long, default_value = "gallop-data")]
-    data_dir: PathBuf,
+    /// The database (and data directory) of the service that will use the key.
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     "standard input must hold the key: 1-{MAX_KEY_CHARS} visible characters"
                 )
             })?;
-            let vault = KeyVault::load_or_create(&target.data_dir)?;
+            let vault = KeyVault::load_or_create(&target.state.data_dir)?;
             let sealed = vault.seal(&target.account, &target.provider, &key);
             store.put_provider_key(&target.account, &target.provider, &sealed)?;
             println!(
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(target: &Target) -> anyhow::Result<gallop_server::store::SqliteStore> {
+fn open(target: &Target) -> anyhow::Result<Arc<dyn JobStore>> {
     check_account(&target.account)?;
     if !PROVIDERS.contains(&target.provider.as_str()) {
         anyhow::bail!(
@@ -84,9 +84,5 @@ fn open(target: &Target) -> anyhow::Result<gallop_server::store::SqliteStore> {
             target.provider
         );
     }
-    let config = ServerConfig {
-        data_dir: target.data_dir.clone(),
-        ..ServerConfig::default()
-    };
-    gallop_server::app::open_store(&config)
+    gallop_server::app::open_store(&target.state.config()?)
 }

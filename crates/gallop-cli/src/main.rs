@@ -5,7 +5,10 @@ mod generate;
 mod keys;
 mod models;
 mod serve;
+mod serving;
+mod state;
 mod token;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -22,8 +25,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP service.
+    /// Run the HTTP service (with a worker inside unless --no-worker).
     Serve(serve::Args),
+    /// Run only a worker: it claims jobs from the database that `gallop serve` processes share.
+    Worker(worker::Args),
     /// Generate one video from the command line.
     Generate(generate::Args),
     /// Download checkpoints from the Hugging Face Hub.
@@ -42,11 +47,12 @@ fn main() -> std::process::ExitCode {
     // The service logs its work; the one-shot commands print their own lines and log only
     // warnings unless RUST_LOG asks for more.
     init_logging(match cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) | Command::Worker(_) => "info",
         _ => "warn",
     });
     let result = match cli.command {
         Command::Serve(a) => serve::run(a),
+        Command::Worker(a) => worker::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Token(a) => token::run(a),
         Command::Keys(a) => keys::run(a),

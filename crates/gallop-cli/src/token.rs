@@ -1,9 +1,6 @@
 //! `gallop token create --account NAME --data-dir DIR`: a new API token, printed as the last line.
 
-use std::path::PathBuf;
-
-use gallop_server::ServerConfig;
-use gallop_server::store::JobStore;
+use crate::state::StateArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,21 +15,17 @@ enum TokenCommand {
         /// The account the token acts for (the `{account_id}` of Cloudflare paths).
         #[arg(long)]
         account: String,
-        /// The data directory of the server that will accept the token.
-        #[arg(long, default_value = "gallop-data")]
-        data_dir: PathBuf,
+        /// The database (and data directory) of the service that will accept the token.
+        #[command(flatten)]
+        state: StateArgs,
     },
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        TokenCommand::Create { account, data_dir } => {
+        TokenCommand::Create { account, state } => {
             check_account(&account)?;
-            let config = ServerConfig {
-                data_dir,
-                ..ServerConfig::default()
-            };
-            let store = gallop_server::app::open_store(&config)?;
+            let store = gallop_server::app::open_store(&state.config()?)?;
             let token = store.create_token(&account)?;
             println!("Created a token for account {account:?} (shown only this once):");
             println!("{token}");

@@ -8,13 +8,14 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::backends::{DatabaseUrl, open_store as open_store_at};
 use crate::config::{ServerConfig, public_base};
 use crate::http::metrics::Metrics;
 use crate::http::{AppState, SharedState, router};
 use crate::keys::KeyVault;
 use crate::signing::UrlSigner;
 use crate::storage::Storage;
-use crate::store::{JobStore, SqliteStore, StoreConfig};
+use crate::store::{JobStore, StoreConfig};
 use crate::worker::{Worker, WorkerConfig};
 use gallop_fetch::FetchPolicy;
 
@@ -33,7 +34,8 @@ pub struct RunningServer {
     /// The token made for account `local` when the store had none; shown once.
     pub first_token: Option<String>,
     pub state: SharedState,
-    worker: Worker,
+    /// None with `--no-worker`.
+    worker: Option<Worker>,
     shutdown: oneshot::Sender<()>,
     serve: JoinHandle<std::io::Result<()>>,
     observer: JoinHandle<()>,
@@ -55,7 +57,9 @@ impl RunningServer {
             abort.abort();
         }
         self.observer.abort();
-        self.worker.stop().await;
+        if let Some(worker) = self.worker {
+            worker.stop().await;
+        }
     }
 
     /// A new token for `account` (tests and tools).
@@ -64,19 +68,64 @@ impl RunningServer {
     }
 }
 
-/// Opens the data directory's job store (the one `gallop serve` and `gallop token` share).
-pub fn open_store(config: &ServerConfig) -> anyhow::Result<SqliteStore> {
+/// Opens the configured job store (the one `gallop serve`, `gallop worker` and `gallop token`
+/// share): `config.database_url`, else the data directory's SQLite file.
+pub fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn JobStore>> {
     let limit = u32::try_from(config.queue_limit).unwrap_or(u32::MAX);
     let per_account = u32::try_from(config.queue_limit_per_account).unwrap_or(u32::MAX);
     let store_config = StoreConfig {
         max_queued_total: limit,
         max_queued_per_account: per_account.min(limit),
+        lease_ms: i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX),
         default_max_attempts: config.max_attempts,
         backoff_base_ms: i64::try_from(config.retry_backoff.as_millis()).unwrap_or(i64::MAX),
         ..StoreConfig::default()
     };
-    SqliteStore::open(&config.data_dir, store_config)
-        .with_context(|| format!("opening the job store in {}", config.data_dir.display()))
+    let url = DatabaseUrl::or_default(config.database_url.as_deref(), &config.data_dir)
+        .context("--database-url")?;
+    open_store_at(&url, store_config)
+        .with_context(|| format!("opening the job store {}", url.describe()))
+}
+
+/// `open_store` off the async threads: a store's methods block (PostgreSQL's client would refuse
+/// to run on an async task at all).
+async fn open_store_blocking(config: &ServerConfig) -> anyhow::Result<Arc<dyn JobStore>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || open_store(&config)).await?
+}
+
+/// The configured storage, else the data directory's `objects` folder.
+pub fn open_storage(config: &ServerConfig) -> anyhow::Result<Storage> {
+    match &config.storage {
+        Some(storage) => Ok(storage.clone()),
+        None => Ok(Storage::local(&config.data_dir)?),
+    }
+}
+
+/// The link signer: `config.signing_key`, else the data directory's key file.
+fn link_signer(config: &ServerConfig, public_url: &str) -> anyhow::Result<UrlSigner> {
+    match config.signing_key {
+        Some(key) => Ok(UrlSigner::new(key, public_url)),
+        None => UrlSigner::load_or_create(&config.data_dir, public_url)
+            .with_context(|| format!("signing key in {}", config.data_dir.display())),
+    }
+}
+
+/// The worker a process runs with these settings (inside `gallop serve`, or `gallop worker`).
+pub fn worker_config(config: &ServerConfig, vault: Arc<KeyVault>) -> WorkerConfig {
+    WorkerConfig {
+        concurrency: config.workers.max(1),
+        job_timeout: config.job_timeout,
+        fetch: FetchPolicy {
+            allow_private: config.allow_private_fetch,
+            ..FetchPolicy::default()
+        },
+        result_ttl: config.url_ttl,
+        upload_ttl: config.upload_ttl,
+        upstreams: config.upstreams.clone(),
+        vault,
+        ..WorkerConfig::default()
+    }
 }
 
 /// Binds, starts the worker and serves in the background.
@@ -93,38 +142,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         );
     }
 
-    let store: Arc<dyn JobStore> = Arc::new(open_store(&config)?);
-    let first_token = if store.token_count()? == 0 {
-        Some(store.create_token(FIRST_ACCOUNT)?)
-    } else {
-        None
+    let store = open_store_blocking(&config).await?;
+    let first_token = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || match store.token_count()? {
+            0 => store.create_token(FIRST_ACCOUNT).map(Some),
+            _ => Ok(None),
+        })
+        .await??
     };
-    let storage = match &config.storage {
-        Some(storage) => storage.clone(),
-        None => Storage::local(&config.data_dir)?,
-    };
-    let signer = UrlSigner::load_or_create(&config.data_dir, &public_url)
-        .with_context(|| format!("signing key in {}", config.data_dir.display()))?;
+    let storage = open_storage(&config)?;
+    let signer = link_signer(&config, &public_url)?;
 
     let vault = Arc::new(KeyVault::load_or_create(&config.data_dir)?);
-    let worker = Worker::spawn(
-        store.clone(),
-        storage.clone(),
-        config.engines.clone(),
-        WorkerConfig {
-            concurrency: config.workers.max(1),
-            job_timeout: config.job_timeout,
-            fetch: FetchPolicy {
-                allow_private: config.allow_private_fetch,
-                ..FetchPolicy::default()
-            },
-            result_ttl: config.url_ttl,
-            upload_ttl: config.upload_ttl,
-            upstreams: config.upstreams.clone(),
-            vault: vault.clone(),
-            ..WorkerConfig::default()
-        },
-    );
+    let worker = config.run_worker.then(|| {
+        Worker::spawn(
+            store.clone(),
+            storage.clone(),
+            config.engines.clone(),
+            worker_config(&config, vault.clone()),
+        )
+    });
 
     let state: SharedState = Arc::new(AppState {
         store,
@@ -186,6 +224,26 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down: running jobs go back to the queue");
     server.shutdown().await;
+    Ok(())
+}
+
+/// `gallop worker`: a worker on the configured store and storage, without HTTP, until Ctrl-C
+/// (or SIGTERM); running jobs then go back to the queue.
+pub async fn run_worker(config: ServerConfig) -> anyhow::Result<()> {
+    let store = open_store_blocking(&config).await?;
+    let storage = open_storage(&config)?;
+    let vault = Arc::new(KeyVault::load_or_create(&config.data_dir)?);
+    let worker_config = worker_config(&config, vault);
+    println!(
+        "gallop worker {} running {} job(s) at a time from {}",
+        worker_config.worker_id,
+        worker_config.concurrency,
+        DatabaseUrl::or_default(config.database_url.as_deref(), &config.data_dir)?.describe()
+    );
+    let worker = Worker::spawn(store, storage, config.engines.clone(), worker_config);
+    wait_for_signal().await;
+    tracing::info!("shutting down: running jobs go back to the queue");
+    worker.stop().await;
     Ok(())
 }
 

@@ -14,8 +14,11 @@ use crate::upstreams::UpstreamRoutes;
 pub struct ServerConfig {
     /// Where to listen. Port 0 picks a free port (tests).
     pub addr: SocketAddr,
-    /// Holds the SQLite job store, inputs, outputs and the signing key.
+    /// Holds the SQLite job store, inputs, outputs and the signing key (those of them not
+    /// placed elsewhere by the fields below).
     pub data_dir: PathBuf,
+    /// Where jobs live (`sqlite:///path.db` or `postgres://...`); None: `data_dir/gallop.db`.
+    pub database_url: Option<String>,
     /// Where inputs and results live, opened from `--storage-url` (`Storage::from_url`: a
     /// `file:///path` or an `s3://bucket/prefix`). None: `data_dir/objects`.
     pub storage: Option<Storage>,
@@ -23,6 +26,12 @@ pub struct ServerConfig {
     /// bytes do not pass through this process; stores that cannot presign (local files) still
     /// stream.
     pub presign_downloads: bool,
+    /// Run a worker inside this process. False (`--no-worker`): this process only answers
+    /// requests, and `gallop worker` processes run the jobs.
+    pub run_worker: bool,
+    /// The key that signs result links; every API process of one service needs the same.
+    /// None: `data_dir/signing.key` (made on first use).
+    pub signing_key: Option<[u8; 32]>,
     /// Base of every absolute URL the server hands out (`result.video`). None: `http://ADDR`
     /// with the port actually bound.
     pub public_url: Option<String>,
@@ -35,6 +44,8 @@ pub struct ServerConfig {
     pub sync_wait: Duration,
     /// A job running longer than this fails.
     pub job_timeout: Duration,
+    /// How long a claim (or a progress write) keeps a job for this process's worker.
+    pub lease: Duration,
     /// Queued (not yet running) jobs accepted before new ones get 429.
     pub queue_limit: usize,
     /// Queued jobs of one account; past it that account gets 429 while others still queue.
@@ -91,13 +102,17 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: DEFAULT_ADDR.parse().expect("default address parses"),
             data_dir: PathBuf::from("gallop-data"),
+            database_url: None,
             storage: None,
             presign_downloads: false,
+            run_worker: true,
+            signing_key: None,
             public_url: None,
             allow_private_fetch: false,
             workers: 1,
             sync_wait: Duration::from_secs(300),
             job_timeout: Duration::from_secs(3600),
+            lease: Duration::from_secs(60),
             queue_limit: 100,
             queue_limit_per_account: 20,
             uploads: UploadQuota::default(),

@@ -3,6 +3,7 @@
 //! their own crates below this one. No model math.
 
 pub mod app;
+pub mod backends;
 pub mod config;
 pub mod connections;
 pub mod http;

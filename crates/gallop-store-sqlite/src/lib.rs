@@ -91,9 +91,16 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating and migrating) `data_dir/gallop.db`.
     pub fn open(data_dir: &Path, config: StoreConfig) -> StoreResult<SqliteStore> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", data_dir.display())))?;
-        let path = data_dir.join("gallop.db");
+        SqliteStore::open_file(&data_dir.join("gallop.db"), config)
+    }
+
+    /// Opens (creating and migrating) the database file at `path`, creating its directory.
+    pub fn open_file(path: &Path, config: StoreConfig) -> StoreResult<SqliteStore> {
+        let path = path.to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+        }
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

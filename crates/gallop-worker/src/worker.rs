@@ -539,10 +539,7 @@ async fn store_result(shared: &Shared, lease: &Lease, mp4: Vec<u8>) -> Ending {
         Ok(k) => k,
         Err(e) => return retryable(format!("storing the result: {e}")),
     };
-    let store = shared.store.clone();
-    let l = lease.clone();
-    let k = key.clone();
-    match tokio::task::spawn_blocking(move || store.complete(&l, &k)).await {
+    match complete_while_unavailable(shared, lease, &key).await {
         Ok(Ok(true)) => Ending::Completed,
         Ok(Ok(false)) => {
             // Another attempt owns the job now: our upload must never be served.
@@ -551,6 +548,33 @@ async fn store_result(shared: &Shared, lease: &Lease, mp4: Vec<u8>) -> Ending {
         }
         Ok(Err(e)) => retryable(format!("job store: {e}")),
         Err(e) => retryable(format!("job store panicked: {e}")),
+    }
+}
+
+/// Longest a finished result waits for the job store to come back before the attempt is given
+/// up (its lease then expires and the job runs again).
+const COMPLETE_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Marks the job completed, trying again while the store is unreachable: the video is made and
+/// stored, and a write fenced by the lease is safe to repeat (a stale one changes nothing).
+async fn complete_while_unavailable(
+    shared: &Shared,
+    lease: &Lease,
+    key: &str,
+) -> Result<Result<bool, gallop_store::StoreError>, tokio::task::JoinError> {
+    let give_up = Instant::now() + COMPLETE_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let (store, l, k) = (shared.store.clone(), lease.clone(), key.to_string());
+        let written = tokio::task::spawn_blocking(move || store.complete(&l, &k)).await;
+        match written {
+            Ok(Err(gallop_store::StoreError::Unavailable(e))) if Instant::now() < give_up => {
+                tracing::warn!(job = %lease.job_id, "job store unavailable, result kept: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
     }
 }
 

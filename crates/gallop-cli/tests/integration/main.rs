@@ -14,6 +14,7 @@ mod pipeline_serve;
 mod pipeline_serve_config;
 mod quiet_output;
 mod readme_session;
+mod scale_out;
 mod serve;
 mod serve_faults;
 mod serve_secrets;

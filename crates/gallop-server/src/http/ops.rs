@@ -92,11 +92,21 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the job store answers.
+/// Ready when the job store and the object storage both answer: a load balancer then sends
+/// no requests to a process that could only fail them.
 pub async fn readyz(State(state): State<SharedState>) -> Response {
-    match with_store(&state, |s| s.count_by_status()).await {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
+    let store = with_store(&state, |s| s.ping()).await;
+    let storage = state.storage.check().await;
+    match (store, storage) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        (Err(e), _) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
+        }
+        (_, Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: storage: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
