@@ -2,7 +2,10 @@
 //! process (temporary data dir, preview engine), one completed job, and N concurrent clients
 //! that poll it a fixed number of times in all.
 //!
-//! cargo run --release -p gallop-server --example poll_bench -- [CLIENTS] [TOTAL]
+//! cargo run --release -p gallop-server --example poll_bench -- [CLIENTS] [TOTAL] [sqlite|postgres]
+//!
+//! `postgres` runs the server on a throwaway PostgreSQL cluster (gallop-testkit) instead of the
+//! data directory's SQLite file.
 //!
 //! Client and server share the machine's cores, so the figures are a floor for the server alone.
 
@@ -16,11 +19,17 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let clients: usize = args.next().map_or(Ok(16), |a| a.parse())?;
     let total: usize = args.next().map_or(Ok(20_000), |a| a.parse())?;
+    let postgres = match args.next().as_deref() {
+        None | Some("sqlite") => None,
+        Some("postgres") => Some(gallop_testkit::TempPostgres::start()),
+        Some(other) => anyhow::bail!("the store must be sqlite or postgres, got {other:?}"),
+    };
 
     let dir = tempfile::tempdir()?;
     let server = gallop_server::start(ServerConfig {
         addr: "127.0.0.1:0".parse()?,
         data_dir: dir.path().to_path_buf(),
+        database_url: postgres.as_ref().map(|pg| pg.fresh_database()),
         ..ServerConfig::default()
     })
     .await?;
