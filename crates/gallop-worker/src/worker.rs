@@ -113,11 +113,18 @@ impl Worker {
             .clone()
             .or_else(|| store.worker_lock_path());
         let lock = lock_path.as_deref().and_then(take_lock);
-        let recovered = if lock.is_some() {
-            store.recover_orphaned()
-        } else {
-            store.recover_expired()
-        };
+        // On a thread of its own: a store's calls block, and PostgreSQL's client refuses to
+        // run on an async task (this is called from one).
+        let orphaned = lock.is_some();
+        let recovered = std::thread::scope(|scope| {
+            scope
+                .spawn(|| match orphaned {
+                    true => store.recover_orphaned(),
+                    false => store.recover_expired(),
+                })
+                .join()
+                .expect("lease recovery does not panic")
+        });
         match recovered {
             Ok(r) if r.requeued + r.failed > 0 => tracing::info!(
                 requeued = r.requeued,

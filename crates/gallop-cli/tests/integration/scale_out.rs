@@ -63,11 +63,12 @@ fn api(addr: &str, dir: &Path, env: &[(String, String)]) -> Server {
 /// A worker process with one slot; waits for its startup line.
 fn worker(dir: &Path, env: &[(String, String)]) -> Server {
     let worker = spawn(&["worker", "--workers", "1", "--lease-secs", "4"], dir, env);
-    let line = worker
-        .lines
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the worker prints its startup line");
-    assert!(line.contains("gallop worker"), "{line}");
+    // First one line per model id (which engine serves it), then the worker's own line.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("gallop worker")) {
+        let line = worker.lines.recv_timeout(Duration::from_secs(60));
+        seen.push(line.unwrap_or_else(|_| panic!("no worker startup line; stdout: {seen:?}")));
+    }
     worker
 }
 
@@ -240,7 +241,7 @@ fn api_and_two_workers_on_postgres_and_s3_complete_every_job_exactly_once() {
             "/v1/uploads",
             token,
             "image/png",
-            &png(320, 240),
+            &png(480, 360),
         );
         assert_eq!(status, 201, "{body}");
         images.insert(
@@ -349,80 +350,4 @@ fn api_and_two_workers_on_postgres_and_s3_complete_every_job_exactly_once() {
     assert_eq!(part, whole[100..1100]);
     assert_eq!(&whole[4..8], b"ftyp");
     drop(workers);
-}
-
-fn status_of(addr: &str, path: &str) -> u16 {
-    http(addr, "GET", path, "", "application/json", b"").0
-}
-
-fn wait_for_status(addr: &str, path: &str, wanted: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    while status_of(addr, path) != wanted {
-        assert!(Instant::now() < deadline, "{path} never answered {wanted}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-#[test]
-fn a_database_outage_makes_the_api_unready_and_loses_no_job() {
-    let pg = TempPostgres::start();
-    let database_url = pg.fresh_database();
-    let dir = TempDir::new("outage");
-    let objects = dir.0.join("objects");
-    let env = vec![
-        ("GALLOP_DATABASE_URL".to_string(), database_url),
-        (
-            "GALLOP_STORAGE_URL".to_string(),
-            format!("file://{}", objects.display()),
-        ),
-        ("GALLOP_SIGNING_KEY".to_string(), "5a".repeat(32)),
-    ];
-    let addr = free_addr();
-    let api = api(&addr, &dir.0.join("api"), &env);
-    let token = token_from(&api.startup_lines());
-    let _worker = worker(&dir.0.join("worker"), &env);
-    assert_eq!(status_of(&addr, "/readyz"), 200);
-
-    let (status, body) = http(
-        &addr,
-        "POST",
-        "/v1/uploads",
-        &token,
-        "image/png",
-        &png(320, 240),
-    );
-    assert_eq!(status, 201, "{body}");
-    let image = json(&body)["uri"].as_str().unwrap().to_string();
-    let first = submit(&addr, "local", &token, 1, &image);
-    let start = Instant::now();
-    while job(&addr, &token, &first)["status"] != "running" {
-        assert!(start.elapsed() < Duration::from_secs(120), "never ran");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    // The database goes away while the job runs.
-    pg.stop();
-    wait_for_status(&addr, "/readyz", 503, Duration::from_secs(30));
-    let (status, body) = http(
-        &addr,
-        "GET",
-        &format!("/v1/jobs/{first}"),
-        &token,
-        "application/json",
-        b"",
-    );
-    assert_eq!(status, 503, "a clear 'unavailable', not a crash: {body}");
-    std::thread::sleep(Duration::from_secs(2));
-
-    pg.restart();
-    wait_for_status(&addr, "/readyz", 200, Duration::from_secs(60));
-    let second = submit(&addr, "local", &token, 3, &image);
-    for id in [&first, &second] {
-        let job = wait_completed(&addr, &token, id, Duration::from_secs(300));
-        assert_eq!(job["status"], "completed");
-    }
-    assert!(
-        std::fs::read_dir(objects.join("results")).unwrap().count() >= 2,
-        "results written to the shared file storage"
-    );
 }
