@@ -17,6 +17,8 @@ pub struct RouteDoc {
 
 const JSON: &str = "application/json";
 
+const DASHSCOPE_SYNTHESIS: &str = "/api/v1/services/aigc/video-generation/video-synthesis";
+
 pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "get",
@@ -62,7 +64,7 @@ pub const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         method: "post",
-        path: "/api/v1/services/aigc/video-generation/video-synthesis",
+        path: DASHSCOPE_SYNTHESIS,
         summary: "Alibaba Model Studio (DashScope) shape: create an async task; requires \
                   X-DashScope-Async: enable",
         bearer: true,
@@ -103,7 +105,7 @@ pub const ROUTES: &[RouteDoc] = &[
                   the same job; another body answers 422",
         bearer: true,
         success: ("202", JSON),
-        body: Some("CloudflareRun"),
+        body: Some("JobSubmit"),
     },
     RouteDoc {
         method: "get",
@@ -269,6 +271,13 @@ fn operation(route: &RouteDoc) -> Value {
             parameters.push(json!({"name": name, "in": "query", "required": true, "schema": {"type": "string"}}));
         }
     }
+    if route.path == DASHSCOPE_SYNTHESIS {
+        // The server answers 400 without it: only async tasks are served.
+        parameters.push(
+            json!({"name": "X-DashScope-Async", "in": "header", "required": true,
+            "schema": {"type": "string", "enum": ["enable"]}}),
+        );
+    }
     let (status, media) = route.success;
     let mut op = json!({
         "summary": route.summary,
@@ -282,6 +291,17 @@ fn operation(route: &RouteDoc) -> Value {
         op["security"] = json!([{ "bearer": [] }]);
     } else {
         op["security"] = json!([]);
+    }
+    if route.path == "/v1/uploads" {
+        // An empty body is refused (400): the image bytes, raw or as a multipart file part.
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {
+                "image/*": { "schema": { "type": "string", "format": "binary", "minLength": 1 } },
+                "multipart/form-data": { "schema": { "type": "object", "required": ["file"],
+                    "properties": { "file": { "type": "string", "format": "binary" } } } }
+            }
+        });
     }
     if let Some(schema) = route.body {
         op["requestBody"] = json!({
@@ -318,14 +338,75 @@ fn components() -> Value {
                 },
                 "additionalProperties": false
             },
-            "CloudflareRun": {
+            "I2vInput": {
                 "type": "object",
+                "required": ["image"],
                 "properties": {
-                    "model": { "type": "string", "enum": ["alibaba/hh1-i2v", "alibaba/hh1.1-r2v"] },
-                    "input": { "$ref": "#/components/schemas/ModelInput" },
-                    "queueRequest": { "type": "boolean" },
-                    "request_id": { "type": "string", "description": "Alone: poll a queued run" }
-                }
+                    "image": { "$ref": "#/components/schemas/ImageUri" },
+                    "prompt": { "type": "string", "maxLength": 2500 },
+                    "negative_prompt": { "type": "string" },
+                    "resolution": { "type": "string", "enum": ["720P", "1080P"] },
+                    "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
+                    "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
+                    "watermark": { "type": "boolean" }
+                },
+                "additionalProperties": false
+            },
+            "R2vInput": {
+                "type": "object",
+                "required": ["prompt", "images"],
+                "properties": {
+                    "images": { "type": "array", "minItems": 1, "maxItems": 9, "items": { "$ref": "#/components/schemas/ImageUri" } },
+                    "prompt": { "type": "string", "minLength": 1, "maxLength": 2500, "pattern": "\\S" },
+                    "negative_prompt": { "type": "string" },
+                    "resolution": { "type": "string", "enum": ["720P", "1080P"] },
+                    "ratio": { "type": "string", "enum": ["16:9", "9:16", "3:4", "4:3", "1:1", "21:9", "9:21", "5:4", "4:5"] },
+                    "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
+                    "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
+                    "watermark": { "type": "boolean" }
+                },
+                "additionalProperties": false
+            },
+            "ImageUri": {
+                "type": "string",
+                "description": "https:// or http:// (fetched by the worker), data:image/...;base64,... or gallop://uploads/ID",
+                "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+[^\\s\\u0000-\\u001f\\u007f]*|gallop://uploads/[A-Za-z0-9_-]+|data:image/[^\\s]+)$"
+            },
+            "I2vRun": {
+                "type": "object",
+                "required": ["model", "input"],
+                "properties": {
+                    "model": { "type": "string", "enum": ["alibaba/hh1-i2v"] },
+                    "input": { "$ref": "#/components/schemas/I2vInput" },
+                    "queueRequest": { "type": "boolean" }
+                },
+                "additionalProperties": false
+            },
+            "R2vRun": {
+                "type": "object",
+                "required": ["model", "input"],
+                "properties": {
+                    "model": { "type": "string", "enum": ["alibaba/hh1.1-r2v"] },
+                    "input": { "$ref": "#/components/schemas/R2vInput" },
+                    "queueRequest": { "type": "boolean" }
+                },
+                "additionalProperties": false
+            },
+            "JobSubmit": {
+                "description": "A model and its input; the job is always queued",
+                "oneOf": [
+                    { "$ref": "#/components/schemas/I2vRun" },
+                    { "$ref": "#/components/schemas/R2vRun" }
+                ]
+            },
+            "CloudflareRun": {
+                "description": "A run (waits for the video unless queueRequest), or {\"request_id\"} alone to poll a queued run",
+                "oneOf": [
+                    { "$ref": "#/components/schemas/I2vRun" },
+                    { "$ref": "#/components/schemas/R2vRun" },
+                    { "type": "object", "required": ["request_id"], "additionalProperties": false,
+                      "properties": { "request_id": { "type": "string", "minLength": 1 } } }
+                ]
             },
             "DashScopeSynthesis": {
                 "type": "object",

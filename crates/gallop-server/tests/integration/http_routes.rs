@@ -282,3 +282,86 @@ async fn models_health_readiness_and_metrics() {
     );
     server.server.shutdown().await;
 }
+
+/// `#/components/schemas/NAME` of the served document, `$ref` followed once.
+fn schema<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    match node["$ref"].as_str() {
+        Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+        None => node,
+    }
+}
+
+/// schemathesis (positive_data_acceptance) found requests the document called valid and the
+/// server refused: each is refused still, and the document now says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_document_states_the_rules_the_server_applies() {
+    let server = TestServer::start().await;
+    let (_, _, doc) = server.get("/openapi.json").await;
+    let http = client();
+
+    // DashScope without X-DashScope-Async: refused; the header is a required parameter.
+    let synthesis = "/api/v1/services/aigc/video-generation/video-synthesis";
+    let body =
+        json!({"model": "alibaba/hh1-i2v", "input": {"img_url": "https://example.com/a.png"}});
+    let (status, _, answer) = server.post(synthesis, &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-DashScope-Async")
+    );
+    let params = doc["paths"][synthesis]["post"]["parameters"]
+        .as_array()
+        .unwrap();
+    let async_header = params
+        .iter()
+        .find(|p| p["name"] == "X-DashScope-Async")
+        .unwrap();
+    assert_eq!(async_header["in"], "header");
+    assert_eq!(async_header["required"], true);
+    assert_eq!(async_header["schema"]["enum"], json!(["enable"]));
+
+    // /v1/jobs with request_id, or an i2v input with r2v's images: refused; the document's
+    // job body lists neither, and refuses unlisted fields.
+    let i2v =
+        json!({"image": "https://example.com/a.png", "images": ["https://example.com/a.png"]});
+    for body in [
+        json!({"model": "alibaba/hh1-i2v", "input": {"image": "https://example.com/a.png"}, "request_id": ""}),
+        json!({"model": "alibaba/hh1-i2v", "input": i2v}),
+    ] {
+        let (status, _, answer) = server.post("/v1/jobs", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+    }
+    let submit = schema(
+        &doc,
+        &doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+    );
+    let branches = submit["oneOf"].as_array().unwrap();
+    assert_eq!(branches.len(), 2, "{submit}");
+    for branch in branches {
+        let run = schema(&doc, branch);
+        assert_eq!(run["additionalProperties"], false, "{run}");
+        assert!(run["properties"].get("request_id").is_none(), "{run}");
+        assert_eq!(run["required"], json!(["model", "input"]));
+        let input = schema(&doc, &run["properties"]["input"]);
+        assert_eq!(input["additionalProperties"], false, "{input}");
+    }
+    let i2v_input = &doc["components"]["schemas"]["I2vInput"];
+    assert!(i2v_input["properties"].get("images").is_none());
+    assert_eq!(i2v_input["required"], json!(["image"]));
+
+    // An upload without a body: refused; the document's body is required and not empty.
+    let response = http
+        .post(server.url("/v1/uploads"))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, answer) = read(response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let upload = &doc["paths"]["/v1/uploads"]["post"]["requestBody"];
+    assert_eq!(upload["required"], true);
+    assert_eq!(upload["content"]["image/*"]["schema"]["minLength"], 1);
+    server.server.shutdown().await;
+}
