@@ -264,7 +264,14 @@ pub fn document(server_url: &str) -> Value {
 
 fn operation(route: &RouteDoc) -> Value {
     let mut parameters: Vec<Value> = path_params(route.path)
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .map(|name| {
+            let schema = if name == "model" {
+                json!({"type": "string", "enum": ["alibaba/hh1-i2v", "alibaba/hh1.1-r2v"]})
+            } else {
+                json!({"type": "string"})
+            };
+            json!({"name": name, "in": "path", "required": true, "schema": schema})
+        })
         .collect();
     if route.path == "/v1/files/{id}" {
         for name in ["exp", "sig"] {
@@ -358,7 +365,6 @@ fn components() -> Value {
                 "properties": {
                     "images": { "type": "array", "minItems": 1, "maxItems": 9, "items": { "$ref": "#/components/schemas/ImageUri" } },
                     "prompt": { "type": "string", "minLength": 1, "maxLength": 2500, "pattern": "\\S" },
-                    "negative_prompt": { "type": "string" },
                     "resolution": { "type": "string", "enum": ["720P", "1080P"] },
                     "ratio": { "type": "string", "enum": ["16:9", "9:16", "3:4", "4:3", "1:1", "21:9", "9:21", "5:4", "4:5"] },
                     "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
@@ -370,7 +376,7 @@ fn components() -> Value {
             "ImageUri": {
                 "type": "string",
                 "description": "https:// or http:// (fetched by the worker), data:image/...;base64,... or gallop://uploads/ID",
-                "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+[^\\s\\u0000-\\u001f\\u007f]*|gallop://uploads/[A-Za-z0-9_-]+|data:image/[^\\s]+)$"
+                "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#\\u0000-\\u001f\\u007f-\\u009f]+[^\\s\\u0000-\\u001f\\u007f-\\u009f]*|gallop://uploads/[A-Za-z0-9_-]+|data:image/[^\\s]+)$"
             },
             "I2vRun": {
                 "type": "object",
@@ -378,7 +384,7 @@ fn components() -> Value {
                 "properties": {
                     "model": { "type": "string", "enum": ["alibaba/hh1-i2v"] },
                     "input": { "$ref": "#/components/schemas/I2vInput" },
-                    "queueRequest": { "type": "boolean" }
+                    "queueRequest": { "type": "boolean", "nullable": true, "description": "null is false" }
                 },
                 "additionalProperties": false
             },
@@ -388,7 +394,7 @@ fn components() -> Value {
                 "properties": {
                     "model": { "type": "string", "enum": ["alibaba/hh1.1-r2v"] },
                     "input": { "$ref": "#/components/schemas/R2vInput" },
-                    "queueRequest": { "type": "boolean" }
+                    "queueRequest": { "type": "boolean", "nullable": true, "description": "null is false" }
                 },
                 "additionalProperties": false
             },
@@ -420,13 +426,14 @@ fn components() -> Value {
                             "negative_prompt": { "type": "string" },
                             "media": { "type": "array", "items": { "type": "object", "properties": {
                                 "type": { "type": "string", "enum": ["first_frame", "reference_image"] },
-                                "url": { "type": "string" } } } },
+                                "url": { "type": "string" } }, "additionalProperties": false } },
                             "img_url": { "type": "string" },
                             "first_frame_url": { "type": "string" },
                             "reference_urls": { "type": "array", "items": { "type": "string" } },
                             "extend_prompt": { "type": "boolean" },
                             "function": { "type": "string", "enum": ["video-synthesis"] }
-                        }
+                        },
+                        "additionalProperties": false
                     },
                     "parameters": { "type": "object", "properties": {
                         "resolution": { "type": "string", "enum": ["720P", "1080P"] },
@@ -434,8 +441,9 @@ fn components() -> Value {
                         "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
                         "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
                         "watermark": { "type": "boolean" },
-                        "prompt_extend": { "type": "boolean" } } }
-                }
+                        "prompt_extend": { "type": "boolean" } }, "additionalProperties": false }
+                },
+                "additionalProperties": false
             },
             "ProviderKey": {
                 "type": "object",

@@ -350,6 +350,20 @@ async fn openapi_document_states_the_rules_the_server_applies() {
     let i2v_input = &doc["components"]["schemas"]["I2vInput"];
     assert!(i2v_input["properties"].get("images").is_none());
     assert_eq!(i2v_input["required"], json!(["image"]));
+    // r2v takes no negative_prompt; the document's r2v input lists none.
+    let r2v = json!({"model": "alibaba/hh1.1-r2v", "input": {"prompt": "a cat",
+        "images": ["https://example.com/a.png"], "negative_prompt": "blur"}});
+    let (status, _, answer) = server.post("/v1/jobs", &r2v).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let r2v_input = &doc["components"]["schemas"]["R2vInput"];
+    assert!(r2v_input["properties"].get("negative_prompt").is_none());
+    // queueRequest: null is taken as false (schemathesis sent it); the document allows it.
+    let queued = json!({"model": "alibaba/hh1-i2v",
+        "input": {"image": "https://example.com/a.png"}, "queueRequest": null});
+    let (status, _, answer) = server.post("/v1/jobs", &queued).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let i2v_run = &doc["components"]["schemas"]["I2vRun"];
+    assert_eq!(i2v_run["properties"]["queueRequest"]["nullable"], true);
 
     // An upload without a body: refused; the document's body is required and not empty.
     let response = http
