@@ -258,7 +258,7 @@ pub fn document(server_url: &str) -> Value {
         },
         "servers": [{ "url": server_url }],
         "paths": paths,
-        "components": components(),
+        "components": components_with_nullable_optionals(),
     })
 }
 
@@ -294,6 +294,12 @@ fn operation(route: &RouteDoc) -> Value {
             "4XX": { "description": "Error envelope", "content": { JSON: { "schema": { "$ref": "#/components/schemas/ErrorEnvelope" } } } }
         },
     });
+    if route.path == "/v1/jobs/{id}/cancel" {
+        op["responses"]["202"] = json!({
+            "description": "Cancel requested: the running job stops at its next step",
+            "content": { JSON: { "schema": {} } }
+        });
+    }
     if route.bearer {
         op["security"] = json!([{ "bearer": [] }]);
     } else {
@@ -323,6 +329,43 @@ fn operation(route: &RouteDoc) -> Value {
 fn path_params(path: &str) -> impl Iterator<Item = &str> {
     path.split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+/// The request bodies' readers take a null field as absent: every optional property of a
+/// request schema says so (schemathesis sent `"watermark": null` and it was accepted).
+fn components_with_nullable_optionals() -> Value {
+    let mut components = components();
+    for (name, schema) in components["schemas"].as_object_mut().unwrap() {
+        if name != "ErrorEnvelope" {
+            nullable_optionals(schema);
+        }
+    }
+    components
+}
+
+fn nullable_optionals(schema: &mut Value) {
+    let required: Vec<Value> = schema["required"].as_array().cloned().unwrap_or_default();
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        for (key, property) in properties.iter_mut() {
+            if !required.contains(&Value::from(key.as_str())) && property.get("$ref").is_none() {
+                property["nullable"] = Value::Bool(true);
+            }
+            nullable_optionals(property);
+        }
+    }
+    if let Some(items) = schema.get_mut("items") {
+        nullable_optionals(items);
+    }
+    for key in ["oneOf", "anyOf"] {
+        for branch in schema
+            .get_mut(key)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            nullable_optionals(branch);
+        }
+    }
 }
 
 fn components() -> Value {
@@ -376,7 +419,7 @@ fn components() -> Value {
             "ImageUri": {
                 "type": "string",
                 "description": "https:// or http:// (fetched by the worker), data:image/...;base64,... or gallop://uploads/ID",
-                "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#\\u0000-\\u001f\\u007f-\\u009f]+[^\\s\\u0000-\\u001f\\u007f-\\u009f]*|gallop://uploads/[A-Za-z0-9_-]+|data:image/[^\\s]+)$"
+                "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#\\u0000-\\u001f\\u007f-\\u009f]+[^\\s\\u0000-\\u001f\\u007f-\\u009f]*|gallop://uploads/[A-Za-z0-9_-]+|[Dd][Aa][Tt][Aa]:[Ii][Mm][Aa][Gg][Ee]/[A-Za-z0-9+.-]+;base64,[A-Za-z0-9+/=_-]+)$"
             },
             "I2vRun": {
                 "type": "object",
@@ -384,7 +427,7 @@ fn components() -> Value {
                 "properties": {
                     "model": { "type": "string", "enum": ["alibaba/hh1-i2v"] },
                     "input": { "$ref": "#/components/schemas/I2vInput" },
-                    "queueRequest": { "type": "boolean", "nullable": true, "description": "null is false" }
+                    "queueRequest": { "type": "boolean" }
                 },
                 "additionalProperties": false
             },
@@ -394,7 +437,7 @@ fn components() -> Value {
                 "properties": {
                     "model": { "type": "string", "enum": ["alibaba/hh1.1-r2v"] },
                     "input": { "$ref": "#/components/schemas/R2vInput" },
-                    "queueRequest": { "type": "boolean", "nullable": true, "description": "null is false" }
+                    "queueRequest": { "type": "boolean" }
                 },
                 "additionalProperties": false
             },

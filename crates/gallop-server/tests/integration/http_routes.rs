@@ -357,13 +357,23 @@ async fn openapi_document_states_the_rules_the_server_applies() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let r2v_input = &doc["components"]["schemas"]["R2vInput"];
     assert!(r2v_input["properties"].get("negative_prompt").is_none());
-    // queueRequest: null is taken as false (schemathesis sent it); the document allows it.
+    // A null field counts as absent (schemathesis sent queueRequest and watermark null); the
+    // document marks every optional field nullable.
     let queued = json!({"model": "alibaba/hh1-i2v",
         "input": {"image": "https://example.com/a.png"}, "queueRequest": null});
     let (status, _, answer) = server.post("/v1/jobs", &queued).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let i2v_run = &doc["components"]["schemas"]["I2vRun"];
     assert_eq!(i2v_run["properties"]["queueRequest"]["nullable"], true);
+    let i2v_input = &doc["components"]["schemas"]["I2vInput"];
+    assert_eq!(i2v_input["properties"]["watermark"]["nullable"], true);
+    assert!(i2v_input["properties"]["image"].get("nullable").is_none());
+    // Cancelling a running job answers 202 (it stops at its next step): documented.
+    let cancel = &doc["paths"]["/v1/jobs/{id}/cancel"]["post"]["responses"];
+    assert!(
+        cancel["202"].is_object() && cancel["200"].is_object(),
+        "{cancel}"
+    );
 
     // An upload without a body: refused; the document's body is required and not empty.
     let response = http
