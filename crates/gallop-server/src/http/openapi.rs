@@ -349,6 +349,10 @@ fn nullable_optionals(schema: &mut Value) {
         for (key, property) in properties.iter_mut() {
             if !required.contains(&Value::from(key.as_str())) && property.get("$ref").is_none() {
                 property["nullable"] = Value::Bool(true);
+                // A validator checks enum before nullable: null must be listed too.
+                if let Some(options) = property.get_mut("enum").and_then(Value::as_array_mut) {
+                    options.push(Value::Null);
+                }
             }
             nullable_optionals(property);
         }

@@ -367,6 +367,8 @@ async fn openapi_document_states_the_rules_the_server_applies() {
     assert_eq!(i2v_run["properties"]["queueRequest"]["nullable"], true);
     let i2v_input = &doc["components"]["schemas"]["I2vInput"];
     assert_eq!(i2v_input["properties"]["watermark"]["nullable"], true);
+    let resolution = &i2v_input["properties"]["resolution"]["enum"];
+    assert_eq!(resolution, &json!(["720P", "1080P", null]));
     assert!(i2v_input["properties"]["image"].get("nullable").is_none());
     // Cancelling a running job answers 202 (it stops at its next step): documented.
     let cancel = &doc["paths"]["/v1/jobs/{id}/cancel"]["post"]["responses"];
