@@ -372,6 +372,20 @@ fn nullable_optionals(schema: &mut Value) {
     }
 }
 
+/// A Cloudflare run body of one model: its id and its input.
+fn run_schema(model: &str, input: &str) -> Value {
+    json!({
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": { "type": "string", "enum": [model] },
+            "input": { "$ref": format!("#/components/schemas/{input}") },
+            "queueRequest": { "type": "boolean" }
+        },
+        "additionalProperties": false
+    })
+}
+
 fn components() -> Value {
     json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -425,26 +439,8 @@ fn components() -> Value {
                 "description": "https:// or http:// (fetched by the worker), data:image/...;base64,... or gallop://uploads/ID",
                 "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#\\u0000-\\u001f\\u007f-\\u009f]+[^\\s\\u0000-\\u001f\\u007f-\\u009f]*|gallop://uploads/[A-Za-z0-9_-]+|[Dd][Aa][Tt][Aa]:[Ii][Mm][Aa][Gg][Ee]/[A-Za-z0-9+.-]+;base64,[A-Za-z0-9+/=_-]+)$"
             },
-            "I2vRun": {
-                "type": "object",
-                "required": ["model", "input"],
-                "properties": {
-                    "model": { "type": "string", "enum": ["alibaba/hh1-i2v"] },
-                    "input": { "$ref": "#/components/schemas/I2vInput" },
-                    "queueRequest": { "type": "boolean" }
-                },
-                "additionalProperties": false
-            },
-            "R2vRun": {
-                "type": "object",
-                "required": ["model", "input"],
-                "properties": {
-                    "model": { "type": "string", "enum": ["alibaba/hh1.1-r2v"] },
-                    "input": { "$ref": "#/components/schemas/R2vInput" },
-                    "queueRequest": { "type": "boolean" }
-                },
-                "additionalProperties": false
-            },
+            "I2vRun": run_schema("alibaba/hh1-i2v", "I2vInput"),
+            "R2vRun": run_schema("alibaba/hh1.1-r2v", "R2vInput"),
             "JobSubmit": {
                 "description": "A model and its input; the job is always queued",
                 "oneOf": [
