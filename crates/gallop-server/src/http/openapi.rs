@@ -372,6 +372,21 @@ fn nullable_optionals(schema: &mut Value) {
     }
 }
 
+/// A model's input object: its own fields (`own`) and the settings every model takes; fields
+/// not listed are refused.
+fn input_schema(required: &[&str], mut own: Value) -> Value {
+    let settings = json!({
+        "resolution": { "type": "string", "enum": ["720P", "1080P"] },
+        "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
+        "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
+        "watermark": { "type": "boolean" }
+    });
+    for (key, schema) in settings.as_object().unwrap() {
+        own[key] = schema.clone();
+    }
+    json!({ "type": "object", "required": required, "properties": own, "additionalProperties": false })
+}
+
 /// A Cloudflare run body of one model: its id and its input.
 fn run_schema(model: &str, input: &str) -> Value {
     json!({
@@ -406,34 +421,16 @@ fn components() -> Value {
                 },
                 "additionalProperties": false
             },
-            "I2vInput": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": { "$ref": "#/components/schemas/ImageUri" },
-                    "prompt": { "type": "string", "maxLength": 2500 },
-                    "negative_prompt": { "type": "string" },
-                    "resolution": { "type": "string", "enum": ["720P", "1080P"] },
-                    "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
-                    "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
-                    "watermark": { "type": "boolean" }
-                },
-                "additionalProperties": false
-            },
-            "R2vInput": {
-                "type": "object",
-                "required": ["prompt", "images"],
-                "properties": {
-                    "images": { "type": "array", "minItems": 1, "maxItems": 9, "items": { "$ref": "#/components/schemas/ImageUri" } },
-                    "prompt": { "type": "string", "minLength": 1, "maxLength": 2500, "pattern": "\\S" },
-                    "resolution": { "type": "string", "enum": ["720P", "1080P"] },
-                    "ratio": { "type": "string", "enum": ["16:9", "9:16", "3:4", "4:3", "1:1", "21:9", "9:21", "5:4", "4:5"] },
-                    "duration": { "type": "integer", "minimum": 3, "maximum": 15 },
-                    "seed": { "type": "integer", "minimum": 0, "maximum": 2147483647 },
-                    "watermark": { "type": "boolean" }
-                },
-                "additionalProperties": false
-            },
+            "I2vInput": input_schema(&["image"], json!({
+                "image": { "$ref": "#/components/schemas/ImageUri" },
+                "prompt": { "type": "string", "maxLength": 2500 },
+                "negative_prompt": { "type": "string" }
+            })),
+            "R2vInput": input_schema(&["prompt", "images"], json!({
+                "images": { "type": "array", "minItems": 1, "maxItems": 9, "items": { "$ref": "#/components/schemas/ImageUri" } },
+                "prompt": { "type": "string", "minLength": 1, "maxLength": 2500, "pattern": "\\S" },
+                "ratio": { "type": "string", "enum": ["16:9", "9:16", "3:4", "4:3", "1:1", "21:9", "9:21", "5:4", "4:5"] }
+            })),
             "ImageUri": {
                 "type": "string",
                 "description": "https:// or http:// (fetched by the worker), data:image/...;base64,... or gallop://uploads/ID",
