@@ -293,3 +293,17 @@ fn a_box_size_near_u64_max_ends_the_box_walk() {
     let fuzzed = include_bytes!("../../../../fuzz/seeds/mp4_reader/crash-largesize-overflow");
     let _ = top_level_boxes(fuzzed);
 }
+
+/// Found by the mp4_reader fuzz target: a box of size 0 inside `moov` made the reader seek back
+/// to its own header forever. It must end in an error (the thread is given a minute, far more
+/// than the microseconds it needs, so only a hang fails here).
+#[test]
+fn a_zero_sized_box_inside_moov_is_an_error_not_a_hang() {
+    let looping = include_bytes!("../../../../fuzz/seeds/mp4_reader/timeout-zero-sized-child-box");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(gallop_media::decode_mp4(looping).is_err()));
+    let refused = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("decode_mp4 returns on a zero-sized child box");
+    assert!(refused);
+}
