@@ -29,7 +29,7 @@ fn service_env(database_url: &str, s3: &TempS3) -> Vec<(String, String)> {
 
 /// A `gallop` subcommand with the service's environment, stdout lines readable.
 fn spawn(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Server {
-    let mut child = Command::new(GALLOP)
+    let child = Command::new(GALLOP)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
@@ -38,20 +38,7 @@ fn spawn(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    Server {
-        child,
-        lines,
-        addr: String::new(),
-    }
+    Server::reading(child, "")
 }
 
 fn api(addr: &str, dir: &Path, env: &[(String, String)]) -> Server {

@@ -39,7 +39,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, addr: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(GALLOP)
+        let child = Command::new(GALLOP)
             .args(["serve", "--addr", addr, "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -47,20 +47,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Server {
-            child,
-            lines,
-            addr: addr.to_string(),
-        }
+        Server::reading(child, addr)
     }
 
     /// As `start`, with `RUST_LOG=log_filter` and the log (stderr) written to `log_file`.
@@ -72,7 +59,7 @@ impl Server {
         log_file: &Path,
     ) -> Server {
         let log = std::fs::File::create(log_file).unwrap();
-        let mut child = Command::new(GALLOP)
+        let child = Command::new(GALLOP)
             .args(["serve", "--addr", addr, "--data-dir"])
             .arg(data_dir)
             .args(extra)
@@ -81,6 +68,11 @@ impl Server {
             .stderr(log)
             .spawn()
             .unwrap();
+        Server::reading(child, addr)
+    }
+
+    /// A started `gallop` process (stdout piped) whose stdout lines arrive on `lines`.
+    pub fn reading(mut child: Child, addr: &str) -> Server {
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
