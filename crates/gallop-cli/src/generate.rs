@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use gallop_api::{GenerationRequest, ModelId, UriPolicy, parse_input_with};
 use gallop_engine::render::{RenderOptions, decode_request_images, image_field};
 use gallop_engine::{EngineInfo, RunContext, render_video};
+use gallop_registry::{EncoderSettings, Spelling};
 use gallop_wan::{WanDebug, WanSettings};
 use image::RgbImage;
 use serde_json::{Map, Value};
@@ -72,6 +73,8 @@ pub struct Args {
     /// encoding as tensor `frames`, f32 [F, H, W, 3] in [0, 1].
     #[arg(long, hide = true)]
     dump_frames: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "H.264 encoding")]
+    encoding: EncoderSettings,
     #[command(
         flatten,
         next_help_heading = "Wan checkpoint (without --model-dir: the motion preview)"
@@ -138,6 +141,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let request =
         parse_input_with(model, &input, UriPolicy::AllowFiles).map_err(|e| names.validation(&e))?;
     gallop_registry::refuse_settings_without_checkpoint(&args.wan, &args.debug)?;
+    let encoder = args
+        .encoding
+        .open(Spelling::Flags)
+        .map_err(anyhow::Error::msg)?;
     // Before any work: a render must not end in "cannot write".
     let out = output::OutputFile::prepare(&args.output)?;
     // The geometry override is the tiny-checkpoint test path: tiny images are allowed there.
@@ -147,6 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let options = RenderOptions {
         watermark_text: args.watermark_text.clone(),
         geometry: args.geometry_override(&request, &images),
+        encoder,
     };
     let cancel = AtomicBool::new(false);
     let mut reporter = progress::Reporter::new();
@@ -188,6 +196,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for line in &served.summary {
         println!("{line}");
     }
+    println!("encoder: {}", options.encoder.describe());
     println!("seed: {}", output.seed);
     Ok(())
 }

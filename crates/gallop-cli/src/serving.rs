@@ -3,10 +3,13 @@
 //! upstream, or the motion preview when nothing is configured; and the worker's slots.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gallop_api::ModelId;
+use gallop_engine::RenderOptions;
+use gallop_media::VideoEncoder;
+use gallop_registry::{EncoderSettings, Spelling};
 use gallop_server::upstreams::{UpstreamRoute, UpstreamRoutes};
 use gallop_server::{EngineMap, ServerConfig};
 use gallop_wan::WanSettings;
@@ -42,6 +45,10 @@ pub struct ServingArgs {
     /// name are refused. See README.md.
     #[arg(long, conflicts_with = "model_dir")]
     pub config: Option<PathBuf>,
+    /// The H.264 encoder of every video (also the config file's top-level `encoder` and
+    /// `ffmpeg` keys; give them in one place).
+    #[command(flatten, next_help_heading = "H.264 encoding")]
+    pub encoding: EncoderSettings,
     /// One Wan checkpoint (--model-dir) and its settings; it serves the model id its pipeline
     /// supports (WanImageToVideoPipeline: alibaba/hh1-i2v, WanVACEPipeline: alibaba/hh1.1-r2v).
     /// Without --model-dir or --config the motion preview serves every id (and says so).
@@ -54,26 +61,54 @@ pub struct ServingArgs {
 struct Configured {
     served: Vec<gallop_registry::Served>,
     routes: Vec<(ModelId, UpstreamRoute)>,
+    encoder: VideoEncoder,
 }
 
 fn configured(args: &ServingArgs) -> anyhow::Result<Configured> {
     // With --config, the settings go per model in the file.
     gallop_registry::refuse_settings_without_checkpoint(&args.wan, &Default::default())?;
-    let (checkpoints, routes) = match (&args.config, &args.wan.model_dir) {
+    let flags = (args.encoding.clone(), Spelling::Flags);
+    let (checkpoints, routes, encoding) = match (&args.config, &args.wan.model_dir) {
         (Some(path), _) => {
             let config = gallop_registry::read_config(path)?;
-            (config.checkpoints, config.upstreams)
+            let encoding = match (args.encoding.is_default(), config.encoder.is_default()) {
+                (_, true) => flags,
+                (true, false) => (config.encoder, Spelling::Keys),
+                (false, false) => anyhow::bail!(
+                    "--encoder/--ffmpeg and the --config file's encoder/ffmpeg keys are both set; give \
+                     the encoder in one place"
+                ),
+            };
+            (config.checkpoints, config.upstreams, encoding)
         }
         (None, Some(_)) => (
             vec![gallop_registry::shorthand(args.wan.clone())?],
             Vec::new(),
+            flags,
         ),
-        (None, None) => (Vec::new(), Vec::new()),
+        (None, None) => (Vec::new(), Vec::new(), flags),
     };
+    // Before any weights load: a missing ffmpeg fails in a second.
+    let encoder = open_encoder(&encoding.0, encoding.1, args.config.as_deref())?;
     Ok(Configured {
         served: gallop_registry::load(checkpoints)?,
         routes,
+        encoder,
     })
+}
+
+/// The encoder, its errors named as the flag or as the config file's key.
+fn open_encoder(
+    settings: &EncoderSettings,
+    spelling: Spelling,
+    config: Option<&Path>,
+) -> anyhow::Result<VideoEncoder> {
+    settings
+        .open(spelling)
+        .map_err(|e| match (spelling, config) {
+            (Spelling::Keys, Some(path)) => anyhow::anyhow!("--config {}: {e}", path.display()),
+            _ => anyhow::Error::msg(e),
+        })
 }
 
 /// The startup line of an id served upstream; it names the key sources, never a key.
@@ -89,11 +124,22 @@ fn upstream_line(model: ModelId, route: &UpstreamRoute) -> String {
     )
 }
 
+/// What serves each model id, and the encoder of every video.
+struct Loaded {
+    engines: EngineMap,
+    upstreams: UpstreamRoutes,
+    encoder: VideoEncoder,
+}
+
 impl ServingArgs {
     /// Loads what serves each model id, printing one line per id that names the engine (the
     /// motion preview, a checkpoint, or an upstream and its key sources).
-    pub fn load(&self) -> anyhow::Result<(EngineMap, UpstreamRoutes)> {
-        let Configured { served, routes } = configured(self)?;
+    fn load(&self) -> anyhow::Result<Loaded> {
+        let Configured {
+            served,
+            routes,
+            encoder,
+        } = configured(self)?;
         let compute: HashMap<ModelId, String> = served
             .iter()
             .filter_map(|s| Some((s.model, s.compute.clone()?)))
@@ -137,15 +183,28 @@ impl ServingArgs {
                 println!("  {line}");
             }
         }
-        Ok((engines, upstreams))
+        println!("encoder: {}", encoder.describe());
+        Ok(Loaded {
+            engines,
+            upstreams,
+            encoder,
+        })
     }
 
     /// `config` with these engines, routes and worker settings.
     pub fn apply(&self, config: ServerConfig) -> anyhow::Result<ServerConfig> {
-        let (engines, upstreams) = self.load()?;
+        let Loaded {
+            engines,
+            upstreams,
+            encoder,
+        } = self.load()?;
         Ok(ServerConfig {
             engines,
             upstreams,
+            render: RenderOptions {
+                encoder,
+                ..RenderOptions::default()
+            },
             allow_private_fetch: self.allow_private_fetch,
             workers: self.workers as usize,
             job_timeout: Duration::from_secs(self.job_timeout),

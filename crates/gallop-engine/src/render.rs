@@ -3,7 +3,7 @@
 //! server fetches safely); everything after the bytes is here so both produce the same video.
 
 use gallop_api::{GenerationRequest, MAX_SEED, ModelId};
-use gallop_media::{DecodeLimits, Mp4Encoder, Watermark};
+use gallop_media::{DecodeLimits, Mp4Encoder, VideoEncoder, Watermark};
 use image::RgbImage;
 
 use crate::{Engine, EngineError, EngineInfo, EngineInput, RunContext};
@@ -17,6 +17,8 @@ pub struct RenderOptions {
     /// Test path (`gallop generate --width/--height/--num-frames`): this exact output instead
     /// of the request's geometry.
     pub geometry: Option<gallop_api::Geometry>,
+    /// The H.264 encoder (`--encoder`): openh264 built in, or the operator's ffmpeg.
+    pub encoder: VideoEncoder,
 }
 
 /// What a render made.
@@ -97,8 +99,13 @@ pub fn render_video(
     let first = images.first().map(|i| i.dimensions());
     let geometry = options.geometry.unwrap_or_else(|| request.geometry(first));
     let seed = request.seed.unwrap_or_else(random_seed);
-    let mut encoder = Mp4Encoder::new(geometry.width, geometry.height, geometry.fps)
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let mut encoder = Mp4Encoder::with_encoder(
+        &options.encoder,
+        geometry.width,
+        geometry.height,
+        geometry.fps,
+    )
+    .map_err(|e| EngineError::Internal(e.to_string()))?;
     let watermark = request.watermark.then(|| {
         let text = options
             .watermark_text

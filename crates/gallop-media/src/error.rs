@@ -91,6 +91,17 @@ pub enum MediaError {
     #[error("H.264 encoder failed: {0}")]
     Encoder(String),
 
+    #[error("cannot run ffmpeg {program}: {reason}")]
+    FfmpegUnavailable { program: String, reason: String },
+
+    #[error(
+        "ffmpeg {program} has no libx264 encoder (`{program} -encoders` does not list it); use an ffmpeg built with --enable-libx264, as Debian's and Ubuntu's are"
+    )]
+    FfmpegWithoutX264 { program: String },
+
+    #[error("ffmpeg failed: {0}")]
+    Ffmpeg(String),
+
     #[error("MP4 muxer failed: {0}")]
     Muxer(String),
 

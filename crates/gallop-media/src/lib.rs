@@ -6,6 +6,7 @@
 mod decode;
 mod encode;
 mod error;
+mod ffmpeg;
 mod interpolate;
 mod probe;
 mod resize;
@@ -15,8 +16,9 @@ mod webp_check;
 mod yuv;
 
 pub use decode::{DecodeLimits, decode_image};
-pub use encode::Mp4Encoder;
+pub use encode::{Mp4Encoder, VideoEncoder};
 pub use error::MediaError;
+pub use ffmpeg::Ffmpeg;
 pub use interpolate::{FrameRateConverter, MotionPair, interpolate};
 pub use probe::{DecodedVideo, decode_mp4, psnr, top_level_boxes, worst_block_psnr};
 pub use resize::{fit_and_crop, fit_on_canvas};

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use gallop_wan::WanSettings;
+
+use crate::encoder::{EncoderName, EncoderSettings};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 
@@ -15,6 +17,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 pub(crate) struct ConfigFile {
     pub upstreams: BTreeMap<String, UpstreamTable>,
     pub models: BTreeMap<String, ModelEntry>,
+    /// Top-level `encoder` and `ffmpeg`.
+    pub encoder: EncoderSettings,
 }
 
 /// `[upstreams.NAME]`: a Model Studio-compatible endpoint.
@@ -43,7 +47,7 @@ pub(crate) enum ModelEntry {
     Upstream(UpstreamEntry),
 }
 
-const TOP_KEYS: &[&str] = &["upstreams", "models"];
+const TOP_KEYS: &[&str] = &["encoder", "ffmpeg", "upstreams", "models"];
 
 /// Reads the file; a value that breaks a rule is named by its key and line
 /// (`models."alibaba/hh1-i2v".dtype: must be f32, bf16 or f16, got "fp16" (line 4)`).
@@ -110,14 +114,17 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
     type Value = ConfigFile;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("tables `upstreams` and `models`")
+        f.write_str("keys `encoder` and `ffmpeg`, tables `upstreams` and `models`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ConfigFile, A::Error> {
         let mut upstreams = None;
         let mut models = None;
+        let mut encoder = EncoderSettings::default();
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
+                "encoder" => encoder.encoder = Some(map.next_value::<EncoderName>()?),
+                "ffmpeg" => encoder.ffmpeg = Some(map.next_value()?),
                 "upstreams" => upstreams = Some(map.next_value()?),
                 "models" => models = Some(map.next_value_seed(ModelsSeed(self.routed))?),
                 other => return Err(de::Error::unknown_field(other, TOP_KEYS)),
@@ -126,6 +133,7 @@ impl<'de> Visitor<'de> for FileSeed<'_> {
         Ok(ConfigFile {
             upstreams: upstreams.unwrap_or_default(),
             models: models.ok_or_else(|| de::Error::missing_field("models"))?,
+            encoder,
         })
     }
 }

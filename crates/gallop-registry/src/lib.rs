@@ -25,6 +25,9 @@
 //! [models."alibaba/hh1.1-r2v"]
 //! model_dir = "/models/Wan2.1-VACE-14B-diffusers"
 //! ```
+//!
+//! Top-level keys, before any table, choose the H.264 encoder of every video ([`encoder`]):
+//! `encoder = "ffmpeg"`, `ffmpeg = "/usr/bin/ffmpeg"`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,8 +41,10 @@ use gallop_wan::pipeline::WanPipeline;
 use gallop_wan::settings::SettingError;
 use gallop_wan::{WanDebug, WanEngine, WanSettings};
 
+pub use encoder::{EncoderName, EncoderSettings, Spelling};
 use file::ModelEntry;
 
+pub mod encoder;
 mod file;
 mod upstream;
 
@@ -76,11 +81,13 @@ impl Checkpoint {
     }
 }
 
-/// What a `--config` file serves: checkpoints, and ids routed to an upstream endpoint.
+/// What a `--config` file serves: checkpoints, and ids routed to an upstream endpoint; and the
+/// encoder it names (not yet opened: the caller weighs it against the flags).
 #[derive(Debug)]
 pub struct Config {
     pub checkpoints: Vec<Checkpoint>,
     pub upstreams: Vec<(ModelId, UpstreamRoute)>,
+    pub encoder: EncoderSettings,
 }
 
 /// Reads and checks a `--config` file; `api_key_env` variables are read from the environment.
@@ -117,9 +124,16 @@ pub fn read_config_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -
         }
     }
     let upstreams = upstream::routes(&file.upstreams, routed, env).map_err(config_error)?;
+    let mut encoder = file.encoder;
+    // A relative path is from the file's folder, as model_dir; a bare name is looked up on PATH.
+    encoder.ffmpeg = encoder.ffmpeg.map(|p| match p.components().count() > 1 {
+        true => base.join(p),
+        false => p,
+    });
     Ok(Config {
         checkpoints,
         upstreams,
+        encoder,
     })
 }
 

@@ -554,3 +554,80 @@ fn upstream_errors_name_the_key_and_the_rule() {
         "{err}"
     );
 }
+
+/// The flags of a command that flattens the encoder settings, as `gallop serve` does.
+#[derive(Parser)]
+struct EncoderFlags {
+    #[command(flatten)]
+    settings: EncoderSettings,
+}
+
+#[test]
+fn the_encoder_flags_and_the_top_level_keys_give_the_same_settings() {
+    let flags = EncoderFlags::try_parse_from(["gallop", "--encoder", "ffmpeg", "--ffmpeg", "ff"])
+        .unwrap()
+        .settings;
+    let (dir, path) = config(
+        "encoder = \"ffmpeg\"\nffmpeg = \"ff\"\n\
+         [models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\n",
+    );
+    assert_eq!(read_config(&path).unwrap().encoder, flags);
+    assert_eq!(flags.encoder, Some(EncoderName::Ffmpeg));
+    // A path (not a bare name, which is looked up on PATH) is from the file's folder.
+    std::fs::write(
+        &path,
+        "ffmpeg = \"bin/ffmpeg\"\nencoder = \"openh264\"\n\
+         [models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"ti2v\"\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(pipelines().join("ti2v/model"), dir.path().join("ti2v")).unwrap();
+    let read = read_config(&path).unwrap().encoder;
+    assert_eq!(read.ffmpeg, Some(dir.path().join("bin/ffmpeg")));
+    assert_eq!(read.encoder, Some(EncoderName::Openh264));
+    // Nothing given: the built-in encoder, opened without running anything.
+    let none = EncoderFlags::try_parse_from(["gallop"]).unwrap().settings;
+    assert!(none.is_default());
+    assert_eq!(
+        none.open(Spelling::Flags),
+        Ok(gallop_media::VideoEncoder::OpenH264)
+    );
+}
+
+#[test]
+fn encoder_errors_name_the_key_or_the_flag_and_the_rule() {
+    let models = "[models.\"alibaba/hh1-i2v\"]\nmodel_dir = \"FIXTURES/ti2v/model\"\n";
+    let err = error(&format!("encoder = \"x264\"\n{models}"));
+    assert!(
+        err.contains("encoder: unknown variant `x264`, expected `openh264` or `ffmpeg` (line 1)"),
+        "{err}"
+    );
+    let err = error(&format!("encoderr = \"ffmpeg\"\n{models}"));
+    assert!(err.contains("unknown field `encoderr`"), "{err}");
+
+    let only_path = EncoderSettings {
+        ffmpeg: Some("/usr/bin/ffmpeg".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        only_path.open(Spelling::Flags).unwrap_err(),
+        "--ffmpeg only applies with --encoder ffmpeg (the encoder is openh264)"
+    );
+    assert_eq!(
+        only_path.open(Spelling::Keys).unwrap_err(),
+        "ffmpeg only applies with encoder ffmpeg (the encoder is openh264)"
+    );
+    let missing = EncoderSettings {
+        encoder: Some(EncoderName::Ffmpeg),
+        ffmpeg: Some("/nonexistent/ffmpeg".into()),
+    };
+    let err = missing.open(Spelling::Keys).unwrap_err();
+    assert!(
+        err.starts_with("ffmpeg /nonexistent/ffmpeg: cannot run ffmpeg /nonexistent/ffmpeg: "),
+        "{err}"
+    );
+    let err = EncoderFlags::try_parse_from(["gallop", "--encoder", "x264"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("[possible values: openh264, ffmpeg]"), "{err}");
+}

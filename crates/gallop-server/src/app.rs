@@ -124,6 +124,7 @@ pub fn worker_config(config: &ServerConfig, vault: Arc<KeyVault>) -> WorkerConfi
         upload_ttl: config.upload_ttl,
         upstreams: config.upstreams.clone(),
         vault,
+        render: config.render.clone(),
         ..WorkerConfig::default()
     }
 }

@@ -8,6 +8,7 @@ use crate::connections::ConnectionLimits;
 use crate::engines::EngineMap;
 use crate::storage::Storage;
 use crate::upstreams::UpstreamRoutes;
+use gallop_engine::RenderOptions;
 
 /// Everything `run` needs to start one gallop server.
 #[derive(Debug, Clone)]
@@ -71,6 +72,8 @@ pub struct ServerConfig {
     /// Model ids served by an upstream Model Studio endpoint (`[upstreams.NAME]` and
     /// `upstream = "NAME"` in the `--config` file); they take precedence over `engines`.
     pub upstreams: UpstreamRoutes,
+    /// How every video is rendered: the H.264 encoder (`--encoder`).
+    pub render: RenderOptions,
 }
 
 pub use gallop_storage::DEFAULT_UPLOAD_TTL_SECS;
@@ -124,6 +127,7 @@ impl Default for ServerConfig {
             retry_backoff: Duration::from_secs(5),
             engines: EngineMap::preview(),
             upstreams: UpstreamRoutes::default(),
+            render: RenderOptions::default(),
         }
     }
 }

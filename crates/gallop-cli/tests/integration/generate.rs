@@ -568,3 +568,63 @@ fn bad_input_fails_with_the_validation_message() {
         "a failed run must not write the output"
     );
 }
+
+/// `--encoder ffmpeg` makes the same video contract through the system's ffmpeg (x264's
+/// stream), and says so; bad values name the flag and the rule.
+#[test]
+fn encoder_flag_chooses_ffmpeg_and_bad_values_name_the_flag() {
+    let dir = TempDir::new("encoder");
+    let image = dir.image("scene.png", 800, 450, [1.0, 0.9, 0.8]);
+    let out = dir.path("ffmpeg.mp4");
+    let args = [
+        "--model",
+        I2V,
+        "--image",
+        &image,
+        "--duration",
+        "3",
+        "--seed",
+        "7",
+    ];
+    let with_ffmpeg: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--encoder", "ffmpeg"])
+        .collect();
+    let (stdout, mp4) = generate_ok(&with_ffmpeg, &out);
+    assert!(
+        stdout.contains("encoder: ffmpeg ffmpeg (libx264 CRF "),
+        "{stdout}"
+    );
+    assert!(mp4.windows(5).any(|w| w == b"x264 "), "not x264's stream");
+    check_video(&mp4, 1280, 720, 72);
+    let (stdout, built_in) = generate_ok(&args, &dir.path("openh264.mp4"));
+    assert!(stdout.contains("encoder: openh264 (built in"), "{stdout}");
+    assert!(!built_in.windows(5).any(|w| w == b"x264 "));
+
+    let o = out.to_str().unwrap();
+    let err = generate_err(&[&args[..], &["--encoder", "x264", "-o", o]].concat());
+    assert!(
+        err.contains("'--encoder <ENCODER>'")
+            && err.contains("[possible values: openh264, ffmpeg]"),
+        "{err}"
+    );
+    let err = generate_err(&[&args[..], &["--ffmpeg", "/usr/bin/ffmpeg", "-o", o]].concat());
+    assert!(
+        err.contains("--ffmpeg only applies with --encoder ffmpeg"),
+        "{err}"
+    );
+    let missing = [
+        "--encoder",
+        "ffmpeg",
+        "--ffmpeg",
+        "/nonexistent/ffmpeg",
+        "-o",
+        o,
+    ];
+    let err = generate_err(&[&args[..], &missing].concat());
+    assert!(
+        err.contains("--ffmpeg /nonexistent/ffmpeg: cannot run ffmpeg /nonexistent/ffmpeg"),
+        "{err}"
+    );
+}

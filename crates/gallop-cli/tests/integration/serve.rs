@@ -176,3 +176,60 @@ fn accepted_jobs_survive_kill_9_and_complete_after_restart() {
     );
     drop(server);
 }
+
+/// `--encoder ffmpeg`: the startup lines name the encoder, and a job's video is x264's (its
+/// version SEI is in the stream), served as the same faststart MP4 gallop's reader decodes.
+/// A missing ffmpeg stops the server at startup, naming the flag.
+#[test]
+fn serve_encodes_through_ffmpeg_when_the_operator_asks() {
+    let (code, stderr) = serve_exit(&["--encoder", "ffmpeg", "--ffmpeg", "/nonexistent/ffmpeg"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("--ffmpeg /nonexistent/ffmpeg: cannot run ffmpeg"),
+        "{stderr}"
+    );
+    let (code, stderr) = serve_exit(&["--encoder", "x264"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("'--encoder <ENCODER>'") && stderr.contains("openh264, ffmpeg"),
+        "{stderr}"
+    );
+
+    let dir = TempDir::new("ffmpeg");
+    let addr = free_addr();
+    let server = Server::start(&dir.0, &addr, &["--encoder", "ffmpeg"]);
+    let lines = server.startup_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("encoder: ffmpeg ffmpeg (libx264 CRF ")),
+        "{lines:?}"
+    );
+    let token = token_from(&lines);
+    let image = upload(&addr, &token, &png(480, 360));
+    let job = serde_json::json!({
+        "model": "alibaba/hh1-i2v",
+        "input": {"image": image, "duration": 3}
+    });
+    let body = job.to_string();
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/jobs",
+        &token,
+        "application/json",
+        body.as_bytes(),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    let done = wait_completed(&addr, &token, &id, Duration::from_secs(300));
+    let url = done["result"]["video"].as_str().unwrap();
+    let mp4 = get_bytes(&addr, &url[url.find("/v1/files/").unwrap()..]);
+    assert!(mp4.windows(5).any(|w| w == b"x264 "), "not x264's stream");
+    let boxes = gallop_media::top_level_boxes(&mp4);
+    let at = |name: &str| boxes.iter().position(|b| b == name);
+    assert!(at("moov") < at("mdat") && at("moov").is_some(), "{boxes:?}");
+    let video = gallop_media::decode_mp4(&mp4).unwrap();
+    assert_eq!(video.frames.len(), 72);
+    assert!((video.fps - 24.0).abs() < 0.01, "fps {}", video.fps);
+}

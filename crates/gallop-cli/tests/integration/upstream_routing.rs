@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{GALLOP, Server, free_addr, http, json as parse};
+use crate::support::{GALLOP, Server, free_addr, get_bytes, http, json as parse};
 
 // ---- the image host ----
 
@@ -379,24 +379,6 @@ impl Pair {
             }
         }
     }
-}
-
-fn get_bytes(addr: &str, path: &str) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert!(
-        response.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        &response[..split]
-    );
-    response[split + 4..].to_vec()
 }
 
 /// `POST` of a Model Studio task to A, as the DashScope SDK sends it.

@@ -5,6 +5,7 @@ mod common;
 
 mod decode_bombs;
 mod decode_image;
+mod ffmpeg_encoder;
 mod interpolate;
 mod mp4_roundtrip;
 mod resize;

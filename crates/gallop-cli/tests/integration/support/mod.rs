@@ -187,6 +187,25 @@ pub fn http(
     (status, body)
 }
 
+/// `GET path` without a token (a signed link); the body of its 200 answer.
+pub fn get_bytes(addr: &str, path: &str) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &response[..split]
+    );
+    response[split + 4..].to_vec()
+}
+
 pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
