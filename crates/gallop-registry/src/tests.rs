@@ -535,7 +535,7 @@ fn upstream_errors_name_the_key_and_the_rule() {
         (
             format!("{UPSTREAM}{entry}[servers]\nx = 1\n"),
             &with_key,
-            "unknown field `servers`, expected `upstreams` or `models`",
+            "unknown field `servers`, expected one of `encoder`, `ffmpeg`, `upstreams`, `models`",
         ),
     ];
     for (text, env, expected) in cases {
