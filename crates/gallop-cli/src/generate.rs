@@ -193,6 +193,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(compute) => println!("engine: {} on {compute}", describe_engine(&output.engine)),
         None => println!("engine: {}", describe_engine(&output.engine)),
     }
+    if let Some(w) = output.engine.windows.filter(|w| w.count > 1) {
+        println!(
+            "windows: {} of {} frames at the checkpoint's rate, each sharing {} with the one before",
+            w.count, w.frames, w.overlap
+        );
+    }
     for line in &served.summary {
         println!("{line}");
     }

@@ -28,6 +28,20 @@ pub struct EngineInfo {
     /// Where and in what precision the checkpoint computes (`cpu, f32`,
     /// `cpu, bf16 weights (f32 compute)`, `cuda:0, bf16`), None for the preview.
     pub compute: Option<String>,
+    /// How a run is made in time, for engines that generate in windows (see
+    /// [`Engine::run_info`]); None where the engine makes every frame in one pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowPlan>,
+}
+
+/// The windows a video is generated in, one after another: `count` windows of `frames` frames
+/// at the checkpoint's own rate, each sharing `overlap` frames with the one before. One window
+/// (overlap 0) when the video fits the length the checkpoint was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WindowPlan {
+    pub count: usize,
+    pub frames: usize,
+    pub overlap: usize,
 }
 
 /// What an engine makes: the job a model id names, which is all an engine needs to know of ids.
@@ -185,6 +199,12 @@ impl EngineError {
 pub trait Engine: Send + Sync {
     /// Which engine this is, reported with every result.
     fn info(&self) -> EngineInfo;
+    /// What [`Engine::info`] says plus how a run of `geometry` will be made (the windows of a
+    /// long video), reported with that run's result.
+    fn run_info(&self, geometry: Geometry) -> EngineInfo {
+        let _ = geometry;
+        self.info()
+    }
     fn generate(
         &self,
         input: &EngineInput<'_>,

@@ -37,6 +37,7 @@ impl Engine for PreviewEngine {
             engine: "preview".into(),
             checkpoint: None,
             compute: None,
+            windows: None,
         }
     }
 

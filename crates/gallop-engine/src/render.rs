@@ -162,6 +162,6 @@ pub fn render_video(
         height: geometry.height,
         fps: geometry.fps,
         seed,
-        engine: engine.info(),
+        engine: engine.run_info(geometry),
     })
 }

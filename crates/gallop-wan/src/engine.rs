@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use gallop_api::Geometry;
-use gallop_engine::{Engine, EngineError, EngineInfo, EngineInput, RunContext, Task};
+use gallop_engine::{Engine, EngineError, EngineInfo, EngineInput, RunContext, Task, WindowPlan};
 use image::RgbImage;
 
 use crate::error::{Context, Error, ensure};
@@ -580,6 +580,23 @@ impl Engine for WanEngine {
             engine: "wan".to_string(),
             checkpoint: Some(self.checkpoint.clone()),
             compute: Some(self.compute()),
+            windows: None,
+        }
+    }
+
+    fn run_info(&self, geometry: Geometry) -> EngineInfo {
+        let Windows {
+            length,
+            overlap,
+            count,
+        } = self.windows(geometry);
+        EngineInfo {
+            windows: Some(WindowPlan {
+                count,
+                frames: length,
+                overlap,
+            }),
+            ..self.info()
         }
     }
 

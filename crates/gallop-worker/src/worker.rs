@@ -422,7 +422,10 @@ async fn attempt(
         .seed
         .unwrap_or_else(gallop_engine::render::random_seed);
     request.seed = Some(seed);
-    let engine_json = serde_json::to_value(engine.info()).unwrap_or_default();
+    // The windows depend on the frame count and rate alone, which the request fixes before
+    // any image is decoded (the first image only sets the aspect).
+    let engine_json =
+        serde_json::to_value(engine.run_info(request.geometry(None))).unwrap_or_default();
     let store = shared.store.clone();
     let l = lease.clone();
     match tokio::task::spawn_blocking(move || store.set_run_info(&l, seed, &engine_json)).await {

@@ -82,4 +82,11 @@ fn serve_with_model_dir_completes_a_job_on_the_wan_engine() {
         text.contains(&model_arg),
         "the result must name the checkpoint: {text}"
     );
+    // 3 s fits the checkpoint's trained window: one window, nothing shared.
+    let windows = &job["engine"]["windows"];
+    assert_eq!(
+        (&windows["count"], &windows["overlap"]),
+        (&serde_json::json!(1), &serde_json::json!(0)),
+        "the job must report how the engine made it: {text}"
+    );
 }

@@ -23,6 +23,7 @@ impl Engine for Named {
             engine: "preview".into(),
             checkpoint: Some(self.0.into()),
             compute: None,
+            windows: None,
         }
     }
 
