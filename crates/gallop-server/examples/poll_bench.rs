@@ -1,11 +1,14 @@
-//! Status polls per second and latency percentiles over loopback: a gallop server in this
-//! process (temporary data dir, preview engine), one completed job, and N concurrent clients
+//! Status polls per second and latency percentiles over loopback: gallop API servers in this
+//! process (one temporary data dir, preview engine), one completed job, and N concurrent clients
 //! that poll it a fixed number of times in all.
 //!
-//! cargo run --release -p gallop-server --example poll_bench -- [CLIENTS] [TOTAL] [sqlite|postgres]
+//! cargo run --release -p gallop-server --example poll_bench -- [CLIENTS] [TOTAL] [sqlite|postgres] [APIS]
 //!
-//! `postgres` runs the server on a throwaway PostgreSQL cluster (gallop-testkit) instead of the
-//! data directory's SQLite file.
+//! `postgres` runs the servers on a throwaway PostgreSQL cluster (gallop-testkit) instead of the
+//! data directory's SQLite file. `APIS` (default 1) starts that many API servers on the same
+//! store, each with its own port and its own store connections as separate API processes have
+//! (they share this process's async runtime); clients are dealt to them in turn. Only the
+//! first runs a worker.
 //!
 //! Client and server share the machine's cores, so the figures are a floor for the server alone.
 
@@ -24,17 +27,30 @@ async fn main() -> anyhow::Result<()> {
         Some("postgres") => Some(gallop_testkit::TempPostgres::start()),
         Some(other) => anyhow::bail!("the store must be sqlite or postgres, got {other:?}"),
     };
+    let apis: usize = args.next().map_or(Ok(1), |a| a.parse())?;
+    anyhow::ensure!(apis >= 1, "APIS must be at least 1");
 
     let dir = tempfile::tempdir()?;
-    let server = gallop_server::start(ServerConfig {
-        addr: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        database_url: postgres.as_ref().map(|pg| pg.fresh_database()),
-        ..ServerConfig::default()
-    })
-    .await?;
-    let token = server.first_token.clone().expect("fresh data dir");
-    let base = format!("http://{}", server.addr);
+    let database_url = postgres.as_ref().map(|pg| pg.fresh_database());
+    let mut servers = Vec::with_capacity(apis);
+    for i in 0..apis {
+        servers.push(
+            gallop_server::start(ServerConfig {
+                addr: "127.0.0.1:0".parse()?,
+                data_dir: dir.path().to_path_buf(),
+                database_url: database_url.clone(),
+                run_worker: i == 0,
+                ..ServerConfig::default()
+            })
+            .await?,
+        );
+    }
+    let token = servers[0].first_token.clone().expect("fresh data dir");
+    let bases: Vec<String> = servers
+        .iter()
+        .map(|s| format!("http://{}", s.addr))
+        .collect();
+    let base = bases[0].clone();
     let client = reqwest::Client::builder().no_proxy().build()?;
 
     // One real completed job to poll: upload an image, run it synchronously.
@@ -79,9 +95,13 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let per_client = total / clients;
         let tasks: Vec<_> = (0..clients)
-            .map(|_| {
-                let (client, base, token, id) =
-                    (client.clone(), base.clone(), token.clone(), id.clone());
+            .map(|c| {
+                let (client, base, token, id) = (
+                    client.clone(),
+                    bases[c % apis].clone(),
+                    token.clone(),
+                    id.clone(),
+                );
                 tokio::spawn(async move {
                     let mut latencies = Vec::with_capacity(per_client);
                     let poll = Arc::new(serde_json::json!({ "request_id": id }).to_string());
@@ -113,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         let pct =
             |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
-            "{name}: {} polls by {clients} clients in {:.2} s: {:.0} polls/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{name}: {} polls by {clients} clients of {apis} API servers in {:.2} s: {:.0} polls/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             latencies.len(),
             elapsed.as_secs_f64(),
             latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -122,6 +142,8 @@ async fn main() -> anyhow::Result<()> {
             latencies.last().unwrap().as_secs_f64() * 1e3,
         );
     }
-    server.shutdown().await;
+    for server in servers {
+        server.shutdown().await;
+    }
     Ok(())
 }
