@@ -10,9 +10,11 @@
 //! - every write to a job NOTIFYs its id in the same transaction (a trigger), and a listening
 //!   thread feeds [`JobStore::subscribe`], so events cross processes.
 //!
-//! Methods block (a pooled synchronous client): async callers use `spawn_blocking`.
+//! Methods block (a pooled synchronous client): async callers use `spawn_blocking`. Dropping a
+//! store is safe anywhere (its connections close on a thread of their own).
 
 mod listen;
+mod off_thread;
 mod schema;
 
 use std::time::Duration;
@@ -49,10 +51,16 @@ const JOB_COLUMNS: &str = "id, account, model, request, status, priority, attemp
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 pub struct PostgresStore {
-    pool: Pool,
+    /// Dropped off the async threads, so the store may be dropped anywhere.
+    connections: off_thread::DropOffThread<Connections>,
     config: StoreConfig,
     events: broadcast::Sender<String>,
-    /// Fills `events` from LISTEN; stops when the store is dropped.
+}
+
+/// What holds connections to the database.
+struct Connections {
+    pool: Pool,
+    /// Fills the store's `events` from LISTEN; stops when the store is dropped.
     _listener: listen::Listener,
 }
 
@@ -85,10 +93,12 @@ impl PostgresStore {
         let (events, _) = broadcast::channel(1024);
         let listener = listen::Listener::start(pg, events.clone(), CONNECT_TIMEOUT)?;
         Ok(PostgresStore {
-            pool,
+            connections: off_thread::DropOffThread::new(Connections {
+                pool,
+                _listener: listener,
+            }),
             config,
             events,
-            _listener: listener,
         })
     }
 
@@ -97,7 +107,7 @@ impl PostgresStore {
     }
 
     fn client(&self) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
-        self.pool.get().map_err(pool_error)
+        self.connections.pool.get().map_err(pool_error)
     }
 
     /// Runs `f` in one transaction (READ COMMITTED; decisions over many rows take an advisory

@@ -142,6 +142,52 @@ fn an_outage_is_unavailable_and_events_resume_when_the_database_is_back() {
     }
 }
 
+/// Sessions the store opened (application name `gallop`) on the database at `url`.
+fn gallop_sessions(url: &str) -> i64 {
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let mut db = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let row = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'gallop'",
+            &[&database],
+        )
+        .unwrap();
+    row.get(0)
+}
+
+/// An async server holds its store in an `Arc` and drops it on a runtime thread: the
+/// synchronous client's close must not panic there ("Cannot start a runtime from within a
+/// runtime"), and the connections must still close.
+#[tokio::test]
+async fn a_store_dropped_on_an_async_thread_closes_its_connections() {
+    let url = TempPostgres::shared().fresh_database();
+    let store = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = PostgresStore::connect(&url, config()).unwrap();
+            submit(&store, new_job("acme"));
+            store
+        })
+        .await
+        .unwrap()
+    };
+    let count = |url: String| tokio::task::spawn_blocking(move || gallop_sessions(&url));
+    // At least the pooled connection and the listener's.
+    let open = count(url.clone()).await.unwrap();
+    assert!(open >= 2, "{open} sessions before the drop");
+    drop(store);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = count(url.clone()).await.unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} sessions left open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[test]
 fn tokens_are_stored_only_as_hashes() {
     let url = TempPostgres::shared().fresh_database();
