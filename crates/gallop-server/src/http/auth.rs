@@ -5,37 +5,32 @@ use axum::http::{HeaderMap, header, request::Parts};
 
 use super::error::ApiError;
 use super::{SharedState, store_error, with_store};
+use crate::store::StoreError;
 
 /// The account of the request's valid bearer token.
 #[derive(Debug, Clone)]
 pub struct Account(pub String);
 
 /// Why a request is not authenticated (each shape renders it its own way).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum AuthFailure {
+    #[error("missing Authorization: Bearer TOKEN header")]
     Missing,
+    #[error("the Authorization header must be \"Bearer TOKEN\"")]
     Malformed,
+    #[error("the token is not valid")]
     Unknown,
-    /// The store could not answer.
-    Backend(String),
-}
-
-impl AuthFailure {
-    pub fn reason(&self) -> String {
-        match self {
-            AuthFailure::Missing => "missing Authorization: Bearer TOKEN header".into(),
-            AuthFailure::Malformed => "the Authorization header must be \"Bearer TOKEN\"".into(),
-            AuthFailure::Unknown => "the token is not valid".into(),
-            AuthFailure::Backend(e) => format!("could not check the token: {e}"),
-        }
-    }
+    /// The store could not answer. Kept typed: an unreachable database is a 503 the client may
+    /// retry, not a bad token (401) nor a server fault (500).
+    #[error("could not check the token: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl From<AuthFailure> for ApiError {
     fn from(f: AuthFailure) -> ApiError {
         match f {
-            AuthFailure::Backend(e) => store_error(crate::store::StoreError::Backend(e)),
-            other => ApiError::unauthorized(&other.reason()),
+            AuthFailure::Store(e) => store_error(e),
+            other => ApiError::unauthorized(&other.to_string()),
         }
     }
 }
@@ -54,8 +49,7 @@ pub async fn authenticate(state: &SharedState, headers: &HeaderMap) -> Result<St
     }
     let token = token.to_string();
     with_store(state, move |s| s.account_for_token(&token))
-        .await
-        .map_err(|e| AuthFailure::Backend(e.to_string()))?
+        .await?
         .ok_or(AuthFailure::Unknown)
 }
 

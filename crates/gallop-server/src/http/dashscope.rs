@@ -97,10 +97,10 @@ fn store_error(e: StoreError) -> DsError {
 
 async fn account(state: &SharedState, headers: &HeaderMap) -> Result<String, DsError> {
     authenticate(state, headers).await.map_err(|f| match f {
-        super::auth::AuthFailure::Backend(e) => DsError::new(DashScopeErrorCode::InternalError, e),
+        super::auth::AuthFailure::Store(e) => store_error(e),
         other => DsError::new(
             DashScopeErrorCode::InvalidApiKey,
-            format!("Invalid API-key provided: {}", other.reason()),
+            format!("Invalid API-key provided: {other}"),
         ),
     })
 }

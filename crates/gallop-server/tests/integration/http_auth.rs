@@ -18,16 +18,7 @@ async fn auth_matrix() {
     let body = quick_i2v(&images.rap());
 
     // No token / bad token / not a bearer: 401 with code 10000 on every authenticated route.
-    let routes = [
-        ("POST", server.run_path()),
-        ("POST", format!("{}/alibaba/hh1-i2v", server.run_path())),
-        ("POST", "/v1/jobs".to_string()),
-        ("GET", "/v1/jobs".to_string()),
-        ("GET", "/v1/models".to_string()),
-        ("POST", "/v1/uploads".to_string()),
-        ("GET", "/v1/uploads/x".to_string()),
-    ];
-    for (method, path) in &routes {
+    for (method, path) in &authenticated_routes(&server) {
         for auth in [
             None,
             Some("Bearer not-a-token"),
@@ -167,4 +158,88 @@ async fn auth_matrix() {
             .contains("not found")
     );
     server.server.shutdown().await;
+}
+
+/// A valid token while the job store is unreachable (PostgreSQL stopped): every auth path
+/// answers 503 with Retry-After in its shape's own error body, so a client retries; not 401
+/// (the token is fine) and not 500 (nothing is broken here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_token_while_the_database_is_down_answers_503_not_401_or_500() {
+    // A cluster of its own: this test stops it.
+    let pg = std::sync::Arc::new(
+        tokio::task::spawn_blocking(gallop_testkit::TempPostgres::start)
+            .await
+            .unwrap(),
+    );
+    let url = {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.fresh_database())
+            .await
+            .unwrap()
+    };
+    let server = TestServer::start_with(|c| c.database_url = Some(url)).await;
+    let (status, _, models) = server.get("/v1/models").await;
+    assert_eq!(status, StatusCode::OK, "{models}");
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.stop())
+            .await
+            .unwrap();
+    }
+
+    // Each check waits for the pool's connect timeout (5 s): send them all at once.
+    let run = quick_i2v("https://example.com/a.png");
+    let cloudflare = authenticated_routes(&server);
+    let dashscope = [
+        ("GET", "/api/v1/tasks/some-task"),
+        ("GET", "/api/v1/tasks"),
+        (
+            "POST",
+            "/api/v1/services/aigc/video-generation/video-synthesis",
+        ),
+    ];
+    let requests = cloudflare
+        .iter()
+        .map(|(method, path)| (*method, path.as_str()))
+        .chain(dashscope);
+    let (server, run) = (&server, &run);
+    let answers = futures_util::future::join_all(requests.map(|(method, path)| async move {
+        (
+            method,
+            path,
+            server.send_as(&server.token, method, path, run).await,
+        )
+    }))
+    .await;
+    for (method, path, (status, headers, answer)) in answers {
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {path}: {answer}"
+        );
+        assert!(headers.contains_key("retry-after"), "{method} {path}");
+        let message = match path.starts_with("/api/v1/") {
+            // DashScope's shape: {request_id, code, message}.
+            true => {
+                assert!(answer["request_id"].is_string(), "{answer}");
+                answer["message"].as_str().unwrap_or_default().to_string()
+            }
+            false => assert_envelope(&answer, 3040),
+        };
+        assert!(message.contains("unavailable"), "{method} {path}: {answer}");
+    }
+}
+
+/// Every route behind bearer auth that answers in Cloudflare's envelope.
+fn authenticated_routes(server: &TestServer) -> [(&'static str, String); 8] {
+    [
+        ("POST", server.run_path()),
+        ("POST", format!("{}/alibaba/hh1-i2v", server.run_path())),
+        ("POST", "/v1/jobs".to_string()),
+        ("GET", "/v1/jobs".to_string()),
+        ("GET", "/v1/jobs/some-job".to_string()),
+        ("GET", "/v1/models".to_string()),
+        ("POST", "/v1/uploads".to_string()),
+        ("GET", "/v1/uploads/x".to_string()),
+    ]
 }

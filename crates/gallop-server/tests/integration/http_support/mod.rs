@@ -82,9 +82,20 @@ impl TestServer {
         path: &str,
         body: &Value,
     ) -> (StatusCode, HeaderMap, Value) {
+        self.send_as(token, "POST", path, body).await
+    }
+
+    /// `method path` with `token` and `body` as JSON.
+    pub async fn send_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, HeaderMap, Value) {
         let response = self
             .client
-            .post(self.url(path))
+            .request(method.parse().unwrap(), self.url(path))
             .bearer_auth(token)
             .header("content-type", "application/json")
             .body(body.to_string())
