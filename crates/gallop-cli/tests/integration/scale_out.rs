@@ -27,18 +27,25 @@ fn service_env(database_url: &str, s3: &TempS3) -> Vec<(String, String)> {
     env
 }
 
-/// A `gallop` subcommand with the service's environment, stdout lines readable.
+/// A `gallop` subcommand with the service's environment, stdout lines readable, its log
+/// (stderr) in `log_of(data_dir)`.
 fn spawn(args: &[&str], data_dir: &Path, env: &[(String, String)]) -> Server {
+    let log = std::fs::File::create(log_of(data_dir)).unwrap();
     let child = Command::new(GALLOP)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     Server::reading(child, "")
+}
+
+/// Where `spawn` writes the log of the process with this data directory.
+fn log_of(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.with_extension("log")
 }
 
 fn api(addr: &str, dir: &Path, env: &[(String, String)]) -> Server {
@@ -337,4 +344,165 @@ fn api_and_two_workers_on_postgres_and_s3_complete_every_job_exactly_once() {
     assert_eq!(part, whole[100..1100]);
     assert_eq!(&whole[4..8], b"ftyp");
     drop(workers);
+}
+
+fn status_of(addr: &str, path: &str) -> u16 {
+    http(addr, "GET", path, "", "application/json", b"").0
+}
+
+fn wait_for_status(addr: &str, path: &str, wanted: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while status_of(addr, path) != wanted {
+        assert!(Instant::now() < deadline, "{path} never answered {wanted}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the log at `path` has a line containing `text`.
+fn wait_for_log(path: &Path, text: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in {} within {within:?}:\n{log}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Requests with a valid token while the database is down, on every auth path and shape: a
+/// 503 with Retry-After (the client may retry), never 401 (the token is fine) nor 500.
+fn assert_unavailable_with_a_valid_token(addr: &str, token: &str, job: &str) {
+    let run = serde_json::json!({"model": "alibaba/hh1-i2v", "input": {"prompt": "horse"}});
+    let cases = [
+        ("GET", format!("/v1/jobs/{job}"), String::new()),
+        (
+            "POST",
+            "/client/v4/accounts/local/ai/run".to_string(),
+            run.to_string(),
+        ),
+        ("GET", format!("/api/v1/tasks/{job}"), String::new()),
+    ];
+    for (method, path, body) in cases {
+        let answer = request(addr, method, &path, token, &[], body.as_bytes()).unwrap();
+        assert_eq!(answer.status, 503, "{method} {path}: {}", answer.body);
+        assert!(
+            answer.header("retry-after").is_some(),
+            "{method} {path}: {}",
+            answer.head
+        );
+        let body = json(&answer.body);
+        let message = match path.starts_with("/api/v1/") {
+            // DashScope's shape: {request_id, code, message}.
+            true => body["message"].as_str(),
+            false => body["errors"][0]["message"].as_str(),
+        };
+        let message = message.unwrap_or_else(|| panic!("{method} {path}: {body}"));
+        assert!(message.contains("unavailable"), "{method} {path}: {body}");
+    }
+}
+
+/// Every result object under a file storage's `results/`: (job id, file name).
+fn result_files(objects: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for job in std::fs::read_dir(objects.join("results")).unwrap() {
+        let job = job.unwrap();
+        for file in std::fs::read_dir(job.path()).unwrap() {
+            let name = file.unwrap().file_name().to_string_lossy().to_string();
+            files.push((job.file_name().to_string_lossy().to_string(), name));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn a_database_outage_makes_the_api_unready_and_loses_no_job() {
+    // A cluster of its own: this test stops it.
+    let pg = TempPostgres::start();
+    let database_url = pg.fresh_database();
+    let dir = TempDir::new("outage");
+    let objects = dir.0.join("objects");
+    let env = vec![
+        ("GALLOP_DATABASE_URL".to_string(), database_url.clone()),
+        (
+            "GALLOP_STORAGE_URL".to_string(),
+            format!("file://{}", objects.display()),
+        ),
+        ("GALLOP_SIGNING_KEY".to_string(), "5a".repeat(32)),
+    ];
+    let addr = free_addr();
+    let api = api(&addr, &dir.0.join("api"), &env);
+    let token = token_from(&api.startup_lines());
+    let worker_dir = dir.0.join("worker");
+    let mut worker = worker(&worker_dir, &env);
+    assert_eq!(status_of(&addr, "/readyz"), 200);
+
+    let image = upload(&addr, &token, &png(480, 360));
+    let first = submit(&addr, "local", &token, 1, &image);
+    let start = Instant::now();
+    while job(&addr, &token, &first)["status"] != "running" {
+        assert!(start.elapsed() < Duration::from_secs(120), "never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The database goes away while the job runs.
+    pg.stop();
+    wait_for_status(&addr, "/readyz", 503, Duration::from_secs(30));
+    assert_eq!(
+        status_of(&addr, "/healthz"),
+        200,
+        "the process itself is alive"
+    );
+    assert_unavailable_with_a_valid_token(&addr, &token, &first);
+    // The job finishes during the outage: its video is stored and its completion waits.
+    wait_for_log(
+        &log_of(&worker_dir),
+        "job store unavailable, result kept",
+        Duration::from_secs(300),
+    );
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker died"
+    );
+
+    pg.restart();
+    wait_for_status(&addr, "/readyz", 200, Duration::from_secs(60));
+    let done = wait_completed(&addr, &token, &first, Duration::from_secs(120));
+    assert_eq!(done["status"], "completed");
+    // The worker claims again: a job submitted after the outage runs.
+    let second = submit(&addr, "local", &token, 2, &image);
+    wait_completed(&addr, &token, &second, Duration::from_secs(300));
+
+    // Nothing lost, nothing run twice: two rows, both completed on their first attempt, one
+    // result object each.
+    let store = std::thread::spawn(move || {
+        gallop_store_postgres::PostgresStore::connect(
+            &database_url,
+            gallop_server::store::StoreConfig::default(),
+        )
+        .unwrap()
+    })
+    .join()
+    .unwrap();
+    use gallop_server::store::JobStore;
+    let counts = store.count_by_status().unwrap();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 2, "{counts:?}");
+    for id in [&first, &second] {
+        let row = store.get(id).unwrap().unwrap();
+        assert_eq!(row.status, gallop_server::store::JobStatus::Completed);
+        assert_eq!(row.attempt, 1, "{id} ran more than once");
+    }
+    let mut expected = vec![
+        (first.clone(), "attempt-1.mp4".to_string()),
+        (second.clone(), "attempt-1.mp4".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(result_files(&objects), expected);
 }
