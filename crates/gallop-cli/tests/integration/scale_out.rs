@@ -91,9 +91,11 @@ fn png(width: u32, height: u32) -> Vec<u8> {
     out.into_inner()
 }
 
-/// Submits one preview job through the Cloudflare shape (even i) or `/v1/jobs` (odd i).
-fn submit(addr: &str, account: &str, token: &str, i: usize, image: &str) -> String {
-    let input = serde_json::json!({"prompt": format!("horse {i}"), "image": image, "duration": 3});
+/// Submits one preview job of `seconds` through the Cloudflare shape (even i) or `/v1/jobs`
+/// (odd i).
+fn submit(addr: &str, account: &str, token: &str, i: usize, image: &str, seconds: u32) -> String {
+    let input =
+        serde_json::json!({"prompt": format!("horse {i}"), "image": image, "duration": seconds});
     let (path, body) = if i % 2 == 0 {
         (
             format!("/client/v4/accounts/{account}/ai/run"),
@@ -247,7 +249,7 @@ fn api_and_two_workers_on_postgres_and_s3_complete_every_job_exactly_once() {
     for i in 0..20 {
         let (account, token) = &accounts[i % 3];
         ids.push((
-            submit(&addr, account, token, i, &images[account]),
+            submit(&addr, account, token, i, &images[account], 3),
             token.clone(),
         ));
     }
@@ -444,10 +446,23 @@ fn a_database_outage_makes_the_api_unready_and_loses_no_job() {
     assert_eq!(status_of(&addr, "/readyz"), 200);
 
     let image = upload(&addr, &token, &png(480, 360));
-    let first = submit(&addr, "local", &token, 1, &image);
+    // Long enough that it is still making frames when the database goes.
+    let first = submit(&addr, "local", &token, 1, &image, 8);
     let start = Instant::now();
-    while job(&addr, &token, &first)["status"] != "running" {
-        assert!(start.elapsed() < Duration::from_secs(120), "never ran");
+    // Until the engine reports a step: the worker's writes before the run (lease renewal, seed)
+    // are done, so the outage meets the run itself.
+    loop {
+        let job = job(&addr, &token, &first);
+        let step = job["progress"]["step"].as_u64().unwrap_or(0);
+        match job["status"].as_str() {
+            Some("running") if step > 0 => break,
+            Some("queued" | "running") => {}
+            _ => panic!("the job ended before the outage: {job}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "never ran: {job}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -476,7 +491,7 @@ fn a_database_outage_makes_the_api_unready_and_loses_no_job() {
     let done = wait_completed(&addr, &token, &first, Duration::from_secs(120));
     assert_eq!(done["status"], "completed");
     // The worker claims again: a job submitted after the outage runs.
-    let second = submit(&addr, "local", &token, 2, &image);
+    let second = submit(&addr, "local", &token, 2, &image, 3);
     wait_completed(&addr, &token, &second, Duration::from_secs(300));
 
     // Nothing lost, nothing run twice: two rows, both completed on their first attempt, one
