@@ -82,15 +82,6 @@ fn token_create(account: &str, dir: &Path, env: &[(String, String)]) -> String {
     text.lines().last().unwrap().to_string()
 }
 
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
 /// Submits one preview job of `seconds` through the Cloudflare shape (even i) or `/v1/jobs`
 /// (odd i).
 fn submit(addr: &str, account: &str, token: &str, i: usize, image: &str, seconds: u32) -> String {
